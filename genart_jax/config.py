@@ -1,0 +1,267 @@
+"""Configs: one schema with defaults, python recipe files, and validated `KEY=VALUE` overrides.
+
+A recipe file in `configs/` defines `get_config()` that starts from `base_config()` and sets
+values. Every config that reaches training is checked against the schema: an unknown key or a
+value of the wrong type is a `ConfigError` that names the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = "dcgan_digits"
+
+
+class ConfigError(ValueError):
+    """A config the user wrote (file, override or saved JSON) that cannot be used as given."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The full schema with defaults; recipes change values, never add keys."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.family = "gan"
+    c.model.arch = "dcgan"  # "dcgan" | "mlp"
+    c.model.latent_dim = 100
+    c.model.g_width = 64  # DCGAN: ngf, channels of the last hidden generator layer
+    c.model.d_width = 64  # DCGAN: ndf, channels of the first discriminator layer
+    c.model.mlp_g_hidden = (128, 256, 512, 1024)
+    c.model.mlp_d_hidden = (1024, 512, 256)
+    c.model.mlp_leak = 0.01
+    c.model.dtype = "float32"  # compute dtype: "float32" | "bfloat16"; params stay float32
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"  # "digits" (embedded) or a prepared TFDS name
+    c.data.split = "train"
+    c.data.data_dir = ""  # "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.data.image_size = 32
+    c.data.channels = 1
+    c.data.cache = True  # keep the preprocessed split in host memory (small datasets)
+    c.data.prefetch = 2  # batches prepared ahead on a background thread
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 2000
+    c.train.batch_size = 64  # global, over all devices of all processes
+    c.train.d_steps = 1
+    c.train.g_steps = 1
+    c.train.g_loss = "non_saturating"  # "non_saturating" | "saturating"
+    c.train.driver = "shard_map"  # "shard_map" (jit over shard_map) | "pmap"
+    c.train.log_every = 50
+    c.train.sample_every = 500
+    c.train.ema_halflife_kimg = 10.0  # generator EMA half-life in thousands of images
+    c.train.ema_rampup = 0.05  # half-life at most this fraction of images seen; 0 = off
+
+    c.g_optimizer = _optimizer_defaults()
+    c.d_optimizer = _optimizer_defaults()
+
+    c.sample = ml_collections.ConfigDict()
+    c.sample.num = 64
+    c.sample.seed = 0
+    c.sample.use_ema = True
+    return c
+
+
+def _optimizer_defaults() -> ml_collections.ConfigDict:
+    o = ml_collections.ConfigDict()
+    o.name = "adam"  # "adam" | "rmsprop"
+    o.learning_rate = 2e-4
+    o.b1 = 0.5  # adam
+    o.b2 = 0.999  # adam
+    o.decay = 0.9  # rmsprop
+    o.eps = 1e-8
+    return o
+
+
+# ---------------------------------------------------------------------------------------------
+# flattening and validation
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"a.b.c": value}."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping | ml_collections.ConfigDict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _closest(key: str, valid: Iterable[str]) -> str:
+    valid = list(valid)
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
+    # Also try matching the last component alone, which catches a right name in a wrong section.
+    leaf = key.rsplit(".", 1)[-1]
+    by_leaf = [v for v in valid if v.rsplit(".", 1)[-1] == leaf]
+    best = by_leaf[0] if by_leaf else (match[0] if match else "")
+    return f" (closest valid key: '{best}')" if best else ""
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, tuple | list):
+        return isinstance(value, tuple | list)
+    return isinstance(value, type(default))
+
+
+def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check keys and types against `base_config()`; return a locked copy with floats as floats."""
+    schema = flatten(base_config())
+    flat = flatten(cfg)
+    for key, value in flat.items():
+        if key not in schema:
+            raise ConfigError(f"unknown config key '{key}'{_closest(key, schema)}")
+        if not _type_ok(schema[key], value):
+            raise ConfigError(
+                f"config key '{key}' must be {type(schema[key]).__name__}, "
+                f"got {value!r} ({type(value).__name__})"
+            )
+    full = base_config()
+    for key, value in flat.items():
+        if isinstance(schema[key], float):
+            value = float(value)
+        if isinstance(schema[key], tuple):
+            value = tuple(value)
+        _set(full, key, value)
+    _check_values(full)
+    full.lock()
+    return full
+
+
+def _set(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p]
+    with node.unlocked():
+        node[leaf] = value
+
+
+_CHOICES = {
+    "model.family": ("gan",),
+    "model.arch": ("dcgan", "mlp"),
+    "model.dtype": ("float32", "bfloat16"),
+    "train.g_loss": ("non_saturating", "saturating"),
+    "train.driver": ("shard_map", "pmap"),
+    "g_optimizer.name": ("adam", "rmsprop"),
+    "d_optimizer.name": ("adam", "rmsprop"),
+}
+
+_POSITIVE = (
+    "model.latent_dim", "model.g_width", "model.d_width", "data.image_size", "data.channels",
+    "train.batch_size", "train.d_steps", "train.g_steps", "train.log_every", "sample.num",
+)
+
+
+def _check_values(cfg: ml_collections.ConfigDict) -> None:
+    flat = flatten(cfg)
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"config key '{key}' is {flat[key]!r}; choose one of {choices}")
+    for key in _POSITIVE:
+        if flat[key] <= 0:
+            raise ConfigError(f"config key '{key}' must be positive, got {flat[key]}")
+    if flat["train.steps"] < 0:
+        raise ConfigError(f"config key 'train.steps' must be >= 0, got {flat['train.steps']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# files and overrides
+
+
+def resolve_config_path(name_or_path: str | None) -> Path:
+    """A path to a recipe file, or a recipe name looked up in the repository's `configs/`."""
+    if not name_or_path:
+        name_or_path = DEFAULT_CONFIG
+    p = Path(name_or_path)
+    if p.suffix == ".py" and p.is_file():
+        return p
+    candidate = REPO_CONFIG_DIR / f"{p.stem}.py"
+    if candidate.is_file():
+        return candidate
+    known = sorted(q.stem for q in REPO_CONFIG_DIR.glob("*.py")) if REPO_CONFIG_DIR.is_dir() else []
+    raise ConfigError(
+        f"config '{name_or_path}' not found: give a path to a .py file with get_config(), "
+        f"or one of {known}"
+    )
+
+
+def load_config(name_or_path: str | None = None,
+                overrides: Mapping[str, str] | None = None) -> ml_collections.ConfigDict:
+    """Load a recipe file, apply string overrides, validate and lock."""
+    path = resolve_config_path(name_or_path)
+    spec = importlib.util.spec_from_file_location(f"genart_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path} defines no get_config()")
+    cfg = validate(module.get_config())
+    return apply_overrides(cfg, overrides or {})
+
+
+def parse_value(key: str, text: str, default: Any) -> Any:
+    """Parse an override string by the type of the key's current value."""
+    try:
+        if isinstance(default, bool):
+            low = text.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, tuple | list):
+            value = ast.literal_eval(text)
+            return tuple(value) if isinstance(value, tuple | list) else (value,)
+        return text
+    except (ValueError, SyntaxError) as e:
+        raise ConfigError(
+            f"override {key}={text!r}: expected {type(default).__name__}"
+        ) from e
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict,
+                    overrides: Mapping[str, str]) -> ml_collections.ConfigDict:
+    """Return a validated copy of `cfg` with `{"train.steps": "100"}`-style overrides applied."""
+    flat = flatten(cfg)
+    new = ml_collections.ConfigDict(cfg.to_dict())
+    for key, text in overrides.items():
+        if key not in flat:
+            raise ConfigError(f"unknown config key '{key}'{_closest(key, flat)}")
+        _set(new, key, parse_value(key, text, flat[key]))
+    return validate(new)
+
+
+def to_json(cfg: ml_collections.ConfigDict) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    """A config saved with `to_json` (lists become tuples again), validated."""
+    raw = json.loads(text)
+    cfg = ml_collections.ConfigDict(raw)
+    schema = flatten(base_config())
+    for key, value in flatten(cfg).items():
+        if isinstance(value, list) and isinstance(schema.get(key), tuple):
+            _set(cfg, key, tuple(value))
+    return validate(cfg)

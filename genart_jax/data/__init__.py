@@ -1,0 +1,16 @@
+"""Data: the embedded digits builder, TFDS sources and the input pipeline."""
+
+from genart_jax.data.pipeline import (
+    BatchIterator,
+    Position,
+    make_input,
+    prefetch,
+    process_indices,
+    to_model_input,
+)
+from genart_jax.data.sources import DataError, open_source, resolve_data_dir
+
+__all__ = [
+    "BatchIterator", "DataError", "Position", "make_input", "open_source", "prefetch",
+    "process_indices", "resolve_data_dir", "to_model_input",
+]

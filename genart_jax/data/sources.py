@@ -1,0 +1,91 @@
+"""Random-access data sources: the embedded `digits` builder, or any prepared TFDS dataset.
+
+Reading goes through `tfds.data_source` over array_record files and never needs TensorFlow.
+The embedded dataset is prepared on first use (under a file lock, so concurrent processes of one
+run do not race); a standard TFDS dataset that is not prepared is a clear error saying how.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EMBEDDED = ("digits",)
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be read as asked: not prepared, unknown split, bad images..."""
+
+
+def resolve_data_dir(data_dir: str = "") -> Path:
+    """`data_dir` if given, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    return Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _embedded_builder(name: str, data_dir: Path):
+    from genart_jax.data.digits import Digits
+
+    builders = {"digits": Digits}
+    builder = builders[name](data_dir=str(data_dir), file_format="array_record")
+    with _file_lock(data_dir / f".{name}.lock"):
+        if not builder.is_prepared():
+            print(f"Preparing the embedded dataset '{name}' into {data_dir} (once) ...", flush=True)
+            builder.download_and_prepare(file_format="array_record")
+    return builder
+
+
+def open_source(name: str, split: str, data_dir: str = "") -> Sequence[dict[str, Any]]:
+    """A random-access sequence of examples {"image": uint8 (H, W, C), "label": int, ...}."""
+    import tensorflow_datasets as tfds
+
+    root = resolve_data_dir(data_dir)
+    if name in EMBEDDED:
+        builder = _embedded_builder(name, root)
+        if split not in builder.info.splits:
+            raise DataError(f"dataset '{name}' has splits {sorted(builder.info.splits)}, "
+                            f"not '{split}'; set data.split")
+        return builder.as_data_source(split=split)
+    try:
+        return tfds.data_source(name, split=split, data_dir=str(root), download=False)
+    except Exception as e:  # tfds raises several types for "not prepared" / "not found"
+        raise DataError(
+            f"TFDS dataset '{name}' (split '{split}') is not prepared as array_record under "
+            f"{root} ({type(e).__name__}: {e}). Prepare it once on a machine with TensorFlow and "
+            f"network access: pip install tensorflow-cpu && python -c \"import tensorflow_datasets"
+            f" as tfds; tfds.builder('{name}', data_dir='{root}').download_and_prepare("
+            f"file_format='array_record')\", then point data.data_dir (or $TFDS_DATA_DIR) at "
+            f"that folder. The embedded dataset needs none of this: data.name=digits."
+        ) from e
+
+
+def read_examples(source: Sequence[dict[str, Any]], indices: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (k, H, W, C), labels int32 (k,)) for `indices` of `source`."""
+    getitems = getattr(source, "__getitems__", None)
+    records = getitems(list(map(int, indices))) if getitems else [source[int(i)]
+                                                                   for i in indices]
+    images = []
+    for r in records:
+        img = np.asarray(r["image"])
+        images.append(img[..., None] if img.ndim == 2 else img)
+    labels = np.array([int(r.get("label", -1)) for r in records], np.int32)
+    return np.stack(images), labels

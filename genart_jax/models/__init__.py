@@ -1,0 +1,46 @@
+"""Flax Linen modules: pure functions of (params, inputs). `build_gan` maps a config to them."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from genart_jax.models.dcgan import DCGANDiscriminator, DCGANGenerator, UpConv, num_stages
+from genart_jax.models.mlp_gan import MLPDiscriminator, MLPGenerator
+
+__all__ = [
+    "DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator", "UpConv",
+    "build_gan", "compute_dtype", "num_stages",
+]
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def build_gan(model: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
+              axis_name: str | None = None, bn_momentum: float = 0.9
+              ) -> tuple[nn.Module, nn.Module]:
+    """(generator, discriminator) for `model.arch` at the data's image size and channels.
+
+    `axis_name` names the data-parallel axis over which BatchNorm averages its statistics in
+    training; None outside a mapped context (sampling). `bn_momentum=0` makes a generator whose
+    running statistics become those of the last batch it saw (used to recalibrate for sampling).
+    """
+    dtype = compute_dtype(model.dtype)
+    if model.arch == "dcgan":
+        num_stages(data.image_size)  # validates the size with a clear message
+        g = DCGANGenerator(image_size=data.image_size, channels=data.channels,
+                           width=model.g_width, dtype=dtype, axis_name=axis_name,
+                           bn_momentum=bn_momentum)
+        d = DCGANDiscriminator(width=model.d_width, dtype=dtype, axis_name=axis_name,
+                               bn_momentum=bn_momentum)
+        return g, d
+    if model.arch == "mlp":
+        shape = (data.image_size, data.image_size, data.channels)
+        g = MLPGenerator(out_shape=shape, hidden=tuple(model.mlp_g_hidden),
+                         leak=model.mlp_leak, dtype=dtype)
+        d = MLPDiscriminator(hidden=tuple(model.mlp_d_hidden), leak=model.mlp_leak, dtype=dtype)
+        return g, d
+    raise ValueError(f"unknown model.arch {model.arch!r}; choose 'dcgan' or 'mlp'")

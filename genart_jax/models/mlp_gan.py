@@ -1,0 +1,47 @@
+"""The origin document's fully connected GAN: G Dense 128-256-512-1024-(H*W*C) with
+LeakyReLU(0.01) and tanh; D Dense 1024-512-256-1 with LeakyReLU(0.01), returning logits."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+class MLPGenerator(nn.Module):
+    """z (N, latent) -> image (N, H, W, C) in [-1, 1]."""
+
+    out_shape: Sequence[int] = (28, 28, 1)
+    hidden: Sequence[int] = (128, 256, 512, 1024)
+    leak: float = 0.01
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jnp.ndarray, train: bool = True) -> jnp.ndarray:
+        del train  # no batch statistics; the argument keeps one interface for all generators
+        x = z
+        for width in self.hidden:
+            x = nn.leaky_relu(nn.Dense(width, dtype=self.dtype)(x), self.leak)
+        x = nn.Dense(math.prod(self.out_shape), dtype=self.dtype)(x)
+        return jnp.tanh(x.astype(jnp.float32)).reshape(z.shape[0], *self.out_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """image (N, H, W, C) -> logits (N,); the sigmoid is applied inside the loss."""
+
+    hidden: Sequence[int] = (1024, 512, 256)
+    leak: float = 0.01
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
+        del train
+        x = x.reshape(x.shape[0], -1).astype(self.dtype)
+        for width in self.hidden:
+            x = nn.leaky_relu(nn.Dense(width, dtype=self.dtype)(x), self.leak)
+        return nn.Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)

@@ -1,0 +1,180 @@
+"""Meshes, batch/state placement and the two drivers of a per-device step, plus multi-host init.
+
+A per-device step `step(state, batch) -> (state, metrics)` averages over the axis `DATA`. It
+runs under either driver:
+
+- `ShardMapDriver` (default): `jax.jit(jax.shard_map(step))` on a 1-D mesh of all devices of
+  all processes; the batch is a global array sharded over `DATA`, the state replicated.
+- `PmapDriver`: `jax.pmap(step, axis_name=DATA)` over this process's devices; state and batch
+  carry a leading device axis.
+
+Both drivers take the process-local numpy batch and give back host copies of the state, so the
+training loop does not know which one runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA = "data"
+PyTree = Any
+Step = Callable[[PyTree, PyTree], tuple[PyTree, PyTree]]
+
+
+class ParallelError(ValueError):
+    """A parallel setup the user asked for that cannot run as given."""
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D data-parallel mesh over `devices` (default: all devices of all processes)."""
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(np.array(devices), (DATA,))
+
+
+def check_batch_divisible(global_batch: int, num_devices: int, num_processes: int = 1) -> int:
+    """Per-device batch size; a clear error when the global batch does not split evenly."""
+    if global_batch % num_devices:
+        raise ParallelError(
+            f"global batch size {global_batch} is not divisible by the {num_devices} devices; "
+            f"set train.batch_size to a multiple of {num_devices} (e.g. "
+            f"{max(num_devices, global_batch // num_devices * num_devices)})")
+    if global_batch % num_processes:
+        raise ParallelError(f"global batch size {global_batch} is not divisible by the "
+                            f"{num_processes} processes")
+    return global_batch // num_devices
+
+
+def describe_devices() -> str:
+    """One line saying which devices this run found, for the start of every run."""
+    devs = jax.devices()
+    kinds = sorted({d.device_kind for d in devs})
+    return (f"JAX {jax.__version__}: {len(devs)} {jax.default_backend()} device(s) "
+            f"[{', '.join(kinds)}] over {jax.process_count()} process(es); this is process "
+            f"{jax.process_index()} with {jax.local_device_count()} local device(s)")
+
+
+def maybe_initialize_distributed() -> None:
+    """Join a multi-process run when the environment describes one.
+
+    Set GENART_COORDINATOR (host:port), GENART_NUM_PROCESSES and GENART_PROCESS_ID explicitly,
+    or let `jax.distributed.initialize()` auto-detect SLURM / Cloud TPU / Open MPI when
+    GENART_DISTRIBUTED=auto. Does nothing otherwise.
+    """
+    if os.environ.get("GENART_COORDINATOR"):
+        jax.distributed.initialize(
+            coordinator_address=os.environ["GENART_COORDINATOR"],
+            num_processes=int(os.environ["GENART_NUM_PROCESSES"]),
+            process_id=int(os.environ["GENART_PROCESS_ID"]))
+    elif os.environ.get("GENART_DISTRIBUTED") == "auto":
+        jax.distributed.initialize()
+
+
+def _host_copy(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+class ShardMapDriver:
+    """jit over shard_map on a Mesh: state replicated, batch sharded on `DATA`."""
+
+    name = "shard_map"
+
+    def __init__(self, step: Step, mesh: Mesh | None = None, donate: bool = True):
+        self.mesh = make_mesh() if mesh is None else mesh
+        self.num_devices = self.mesh.size
+        self.replicated = NamedSharding(self.mesh, P())
+        self.batch_sharding = NamedSharding(self.mesh, P(None, DATA))
+        # check_vma=False gives the step pmap's semantics: gradients of replicated params are
+        # local until the body's explicit `lax.pmean` (with check_vma=True, JAX would psum them
+        # implicitly and the body's pmean would then scale them by the device count).
+        mapped = jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(None, DATA)),
+                               out_specs=(P(), P()), check_vma=False)
+        self._step = jax.jit(mapped, donate_argnums=(0,) if donate else ())
+
+    def init_state(self, init_fn: Callable[[jax.Array], PyTree], key: jax.Array) -> PyTree:
+        """Create the state already replicated on the mesh (no host round trip)."""
+        return jax.jit(init_fn, out_shardings=self.replicated)(key)
+
+    def put_state(self, host_state: PyTree) -> PyTree:
+        def put(x):
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, self.replicated, lambda idx: x[idx])
+        return jax.tree.map(put, host_state)
+
+    def put_batch(self, local_batch: PyTree) -> PyTree:
+        """Process-local arrays (d_steps, local_batch, ...) -> one global array per leaf."""
+        def put(x):
+            x = np.asarray(x)
+            shape = (x.shape[0], x.shape[1] * jax.process_count(), *x.shape[2:])
+            return jax.make_array_from_process_local_data(self.batch_sharding, x, shape)
+        return jax.tree.map(put, local_batch)
+
+    def step(self, state: PyTree, batch: PyTree) -> tuple[PyTree, PyTree]:
+        return self._step(state, batch)
+
+    def get_state(self, state: PyTree) -> PyTree:
+        return _host_copy(state)
+
+    def get_metrics(self, metrics: PyTree) -> dict[str, float]:
+        return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+class PmapDriver:
+    """jax.pmap over this process's devices: a leading device axis on state and batch."""
+
+    name = "pmap"
+
+    def __init__(self, step: Step, devices: Sequence[jax.Device] | None = None,
+                 donate: bool = True):
+        if jax.process_count() > 1:
+            raise ParallelError("train.driver=pmap runs within one process; use "
+                                "train.driver=shard_map for multi-process training")
+        self.devices = list(jax.local_devices() if devices is None else devices)
+        self.num_devices = len(self.devices)
+        self._step = jax.pmap(step, axis_name=DATA, devices=self.devices,
+                              donate_argnums=(0,) if donate else ())
+
+    def init_state(self, init_fn: Callable[[jax.Array], PyTree], key: jax.Array) -> PyTree:
+        return self.put_state(jax.jit(init_fn)(key))
+
+    def put_state(self, host_state: PyTree) -> PyTree:
+        n = self.num_devices
+        return jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n, *np.shape(x))),
+                            host_state)
+
+    def put_batch(self, local_batch: PyTree) -> PyTree:
+        """(d_steps, B, ...) -> (devices, d_steps, B / devices, ...), contiguous per device."""
+        n = self.num_devices
+
+        def split(x):
+            x = np.asarray(x)
+            d, b = x.shape[:2]
+            x = x.reshape(d, n, b // n, *x.shape[2:])
+            return np.moveaxis(x, 1, 0)
+        return jax.tree.map(split, local_batch)
+
+    def step(self, state: PyTree, batch: PyTree) -> tuple[PyTree, PyTree]:
+        return self._step(state, batch)
+
+    def get_state(self, state: PyTree) -> PyTree:
+        return _host_copy(jax.tree.map(lambda x: x[0], state))
+
+    def get_metrics(self, metrics: PyTree) -> dict[str, float]:
+        return {k: float(v[0]) for k, v in jax.device_get(metrics).items()}
+
+
+def make_driver(name: str, step: Step, devices: Sequence[jax.Device] | None = None,
+                donate: bool = True) -> ShardMapDriver | PmapDriver:
+    """The driver named by `train.driver`."""
+    if name == "shard_map":
+        return ShardMapDriver(step, make_mesh(devices), donate=donate)
+    if name == "pmap":
+        return PmapDriver(step, devices, donate=donate)
+    raise ParallelError(f"unknown driver {name!r}; choose 'shard_map' or 'pmap'")

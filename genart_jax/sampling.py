@@ -1,0 +1,81 @@
+"""Sampling: generator outputs for fixed seeds, BatchNorm recalibration for EMA weights, and
+sample grids as PNG."""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from genart_jax.models import build_gan
+
+PyTree = Any
+CALIBRATION_BATCH = 512
+
+
+def latents(seed: int, num: int, latent_dim: int, start: int = 0) -> jax.Array:
+    """Latent i depends only on (seed, i): the first 16 of 64 samples are the 16 samples."""
+    key = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (latent_dim,)))(
+        jnp.arange(start, start + num))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _generate(generator, calibrator, params, batch_stats, z, z_calib):
+    if calibrator is not None:
+        # The EMA weights never ran in training, so their BatchNorm statistics are measured
+        # afresh on a fixed batch of latents (momentum 0: the running stats become that batch's).
+        _, upd = calibrator.apply({"params": params, "batch_stats": batch_stats}, z_calib,
+                                  train=True, mutable=["batch_stats"])
+        batch_stats = upd["batch_stats"]
+    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+    return generator.apply(variables, z, train=False)
+
+
+def generate(cfg: ml_collections.ConfigDict, g_params: PyTree, g_batch_stats: PyTree, *,
+             num: int, seed: int, recalibrate: bool) -> np.ndarray:
+    """Images (num, H, W, C) in [-1, 1] from the generator of `cfg` with the given weights."""
+    if num <= 0:
+        raise ValueError(f"number of samples must be positive, got {num}")
+    generator, _ = build_gan(cfg.model, cfg.data, axis_name=None)
+    calibrator = None
+    if recalibrate and g_batch_stats:
+        calibrator, _ = build_gan(cfg.model, cfg.data, axis_name=None, bn_momentum=0.0)
+    z = latents(seed, num, cfg.model.latent_dim)
+    z_calib = latents(seed + 1_000_003, CALIBRATION_BATCH, cfg.model.latent_dim)
+    return np.asarray(_generate(generator, calibrator, g_params, g_batch_stats, z, z_calib))
+
+
+def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """(N, H, W, C) in [-1, 1] -> one uint8 image (rows * (H + pad) + pad, ..., C)."""
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
+    n, h, w, c = images.shape
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
+    pixels = np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    for i in range(n):
+        r, q = divmod(i, ncols)
+        top, left = pad + r * (h + pad), pad + q * (w + pad)
+        grid[top:top + h, left:left + w] = pixels[i]
+    return grid
+
+
+def save_png(grid: np.ndarray, path: str | Path, min_size: int = 256) -> Path:
+    """Write a grid as PNG, upscaled by an integer factor (nearest) to at least `min_size`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    scale = max(1, math.ceil(min_size / max(img.size)))
+    if scale > 1:
+        img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.Resampling.NEAREST)
+    img.save(path)
+    return path

@@ -1,0 +1,144 @@
+"""The per-device GAN train step: one body, run by either driver in `genart_jax.parallel`.
+
+The body is written for one device of a data-parallel group whose axis is `axis_name`: it sees
+its slice of the global batch, computes local gradients and averages them with `lax.pmean`
+(BatchNorm averages its statistics over the same axis inside the models). Latent noise is drawn
+per example from the example's global index, so the numbers do not depend on the device count.
+
+One iteration = `d_steps` discriminator updates, then `g_steps` generator updates. The
+generator forward pass of the last D update is linearised once (`jax.vjp`) and reused by the
+first G update, as PyTorch's DCGAN reuses its one forward: no second generator forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from genart_jax import losses
+from genart_jax.train.state import GANState
+
+PyTree = Any
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+def apply_train(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array
+                ) -> tuple[jax.Array, PyTree]:
+    """Apply in training mode; returns (output, updated batch statistics) ({} without BN)."""
+    if not batch_stats:
+        return model.apply({"params": params}, x, train=True), batch_stats
+    out, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                               mutable=["batch_stats"])
+    return out, updates["batch_stats"]
+
+
+def latent_noise(key: jax.Array, local_batch: int, latent_dim: int, axis_name: str) -> jax.Array:
+    """Standard normal latents for this device's examples, keyed by global example index."""
+    start = lax.axis_index(axis_name) * local_batch
+    index = start + jnp.arange(local_batch)
+    return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (latent_dim,)))(index)
+
+
+def ema_decay(step: jax.Array, batch_size: int, halflife_kimg: float, rampup: float) -> jax.Array:
+    """Per-step EMA weight for a half-life in images, shortened early on by a ramp-up
+    (StyleGAN2-ADA: half-life <= rampup * images seen)."""
+    seen = (step + 1).astype(jnp.float32) * batch_size
+    half = jnp.float32(halflife_kimg * 1000.0)
+    if rampup > 0:
+        half = jnp.minimum(half, seen * rampup)
+    return jnp.where(half > 0, 0.5 ** (batch_size / jnp.maximum(half, 1e-8)), 0.0)
+
+
+def make_gan_step(generator: nn.Module, discriminator: nn.Module,
+                  g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation, *,
+                  latent_dim: int, global_batch: int, g_loss: str = "non_saturating",
+                  d_steps: int = 1, g_steps: int = 1, ema_halflife_kimg: float = 10.0,
+                  ema_rampup: float = 0.05, axis_name: str = "data"
+                  ) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
+    """Build `step(state, batch) -> (state, metrics)` for one device of the `axis_name` group.
+
+    `batch["image"]` has shape (d_steps, local_batch, H, W, C): one real batch per D update.
+    Metrics are averaged over the group, so every device returns the same numbers.
+    """
+    if g_loss not in losses.GENERATOR_LOSSES:
+        raise ValueError(f"unknown generator loss {g_loss!r}")
+
+    def pmean(tree):
+        return lax.pmean(tree, axis_name)
+
+    def d_update(d_params, d_stats, d_opt, real, fake):
+        def loss_fn(p):
+            real_logits, stats = apply_train(discriminator, p, d_stats, real)
+            fake_logits, stats = apply_train(discriminator, p, stats, fake)
+            loss = losses.discriminator_loss(real_logits, fake_logits)
+            return loss, (stats, real_logits, fake_logits)
+
+        (loss, (stats, real_logits, fake_logits)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(d_params)
+        grads = pmean(grads)
+        updates, d_opt = d_tx.update(grads, d_opt, d_params)
+        d_params = optax.apply_updates(d_params, updates)
+        metrics = {
+            "d_loss": loss,
+            "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
+            "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+            "d_grad_norm": optax.global_norm(grads),
+        }
+        return d_params, stats, d_opt, metrics
+
+    def step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
+        real_batches = batch["image"]
+        if real_batches.ndim != 5 or real_batches.shape[0] != d_steps:
+            raise ValueError(f"batch['image'] must be (d_steps={d_steps}, batch, H, W, C), "
+                             f"got {real_batches.shape}")
+        local_batch = real_batches.shape[1]
+        key = jax.random.fold_in(state.key, state.step)
+
+        def g_forward(g_params, g_stats, noise_key):
+            z = latent_noise(noise_key, local_batch, latent_dim, axis_name)
+            return jax.vjp(lambda p: apply_train(generator, p, g_stats, z), g_params,
+                           has_aux=True)
+
+        d_params, d_stats, d_opt = state.d_params, state.d_batch_stats, state.d_opt_state
+        g_stats = state.g_batch_stats
+        for i in range(d_steps):
+            fake, g_vjp, g_stats_new = g_forward(state.g_params, g_stats,
+                                                 jax.random.fold_in(key, i))
+            d_params, d_stats, d_opt, d_metrics = d_update(
+                d_params, d_stats, d_opt, real_batches[i], fake)
+        # G's running statistics advance once per generator forward that a G update uses.
+        g_params, g_opt = state.g_params, state.g_opt_state
+        for j in range(g_steps):
+            if j > 0:  # later G updates need a fresh forward through the updated generator
+                fake, g_vjp, g_stats_new = g_forward(g_params, g_stats,
+                                                     jax.random.fold_in(key, d_steps + j))
+
+            def loss_of_fake(x):
+                logits, _ = apply_train(discriminator, d_params, d_stats, x)
+                return losses.generator_loss(logits, g_loss)
+
+            g_loss_value, d_fake = jax.value_and_grad(loss_of_fake)(fake)
+            (g_grads,) = g_vjp(d_fake)
+            g_grads = pmean(g_grads)
+            updates, g_opt = g_tx.update(g_grads, g_opt, g_params)
+            g_params = optax.apply_updates(g_params, updates)
+            g_stats = g_stats_new
+
+        beta = ema_decay(state.step, global_batch, ema_halflife_kimg, ema_rampup)
+        ema = jax.tree.map(lambda e, p: beta * e + (1.0 - beta) * p, state.ema_g_params,
+                           g_params)
+        new_state = state.replace(
+            step=state.step + 1, g_params=g_params, d_params=d_params, g_batch_stats=g_stats,
+            d_batch_stats=d_stats, g_opt_state=g_opt, d_opt_state=d_opt, ema_g_params=ema)
+        metrics = dict(d_metrics, g_loss=g_loss_value, g_grad_norm=optax.global_norm(g_grads))
+        # Losses and probabilities are local means; average them so metrics are global.
+        return new_state, pmean(metrics)
+
+    return step

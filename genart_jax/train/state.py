@@ -1,0 +1,49 @@
+"""The GAN training state: one immutable pytree holding everything a run needs to continue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class GANState:
+    step: jax.Array  # int32 scalar: completed iterations
+    g_params: PyTree
+    d_params: PyTree
+    g_batch_stats: PyTree  # {} for models without BatchNorm
+    d_batch_stats: PyTree
+    g_opt_state: PyTree
+    d_opt_state: PyTree
+    ema_g_params: PyTree  # exponential moving average of g_params, used for sampling
+    key: jax.Array  # base PRNG key; step s draws from fold_in(key, s)
+
+
+def init_gan_state(key: jax.Array, generator: nn.Module, discriminator: nn.Module,
+                   g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
+                   *, latent_dim: int, image_shape: tuple[int, int, int]) -> GANState:
+    """Initialise params (eval mode, no axis needed), optimizer states and the EMA copy."""
+    g_key, d_key, run_key = jax.random.split(key, 3)
+    z = jnp.zeros((2, latent_dim), jnp.float32)
+    x = jnp.zeros((2, *image_shape), jnp.float32)
+    g_vars = generator.init(g_key, z, train=False)
+    d_vars = discriminator.init(d_key, x, train=False)
+    g_params, d_params = g_vars["params"], d_vars["params"]
+    return GANState(
+        step=jnp.zeros((), jnp.int32),
+        g_params=g_params,
+        d_params=d_params,
+        g_batch_stats=g_vars.get("batch_stats", {}),
+        d_batch_stats=d_vars.get("batch_stats", {}),
+        g_opt_state=g_tx.init(g_params),
+        d_opt_state=d_tx.init(d_params),
+        ema_g_params=jax.tree.map(jnp.copy, g_params),
+        key=run_key,
+    )
