@@ -64,17 +64,23 @@ def open_source(name: str, split: str, data_dir: str = "") -> Sequence[dict[str,
             raise DataError(f"dataset '{name}' has splits {sorted(builder.info.splits)}, "
                             f"not '{split}'; set data.split")
         return builder.as_data_source(split=split)
+    how = (f"Prepare it once on a machine with TensorFlow and network access: pip install "
+           f"tensorflow-cpu && python -c \"import tensorflow_datasets as tfds; tfds.builder("
+           f"'{name}', data_dir='{root}').download_and_prepare(file_format='array_record')\", "
+           f"then point data.data_dir (or $TFDS_DATA_DIR) at that folder. The embedded dataset "
+           f"needs none of this: data.name=digits.")
     try:
-        return tfds.data_source(name, split=split, data_dir=str(root), download=False)
-    except Exception as e:  # tfds raises several types for "not prepared" / "not found"
-        raise DataError(
-            f"TFDS dataset '{name}' (split '{split}') is not prepared as array_record under "
-            f"{root} ({type(e).__name__}: {e}). Prepare it once on a machine with TensorFlow and "
-            f"network access: pip install tensorflow-cpu && python -c \"import tensorflow_datasets"
-            f" as tfds; tfds.builder('{name}', data_dir='{root}').download_and_prepare("
-            f"file_format='array_record')\", then point data.data_dir (or $TFDS_DATA_DIR) at "
-            f"that folder. The embedded dataset needs none of this: data.name=digits."
-        ) from e
+        builder = tfds.builder(name, data_dir=str(root))
+    except Exception as e:  # DatasetNotFoundError and friends
+        raise DataError(f"unknown TFDS dataset '{name}': {e}") from e
+    if not builder.is_prepared():
+        raise DataError(f"TFDS dataset '{name}' is not prepared under {root}. {how}")
+    try:
+        return builder.as_data_source(split=split)
+    except Exception as e:  # prepared in another file format, unknown split, ...
+        raise DataError(f"cannot read TFDS dataset '{name}' split '{split}' from {root} "
+                        f"({type(e).__name__}: {e}). It must be prepared as array_record "
+                        f"and have that split. {how}") from e
 
 
 def read_examples(source: Sequence[dict[str, Any]], indices: np.ndarray

@@ -89,7 +89,7 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
             "d_loss": loss,
             "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
             "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
-            "d_grad_norm": optax.global_norm(grads),
+            "d_grad_norm": optax.tree.norm(grads),
         }
         return d_params, stats, d_opt, metrics
 
@@ -137,7 +137,7 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
         new_state = state.replace(
             step=state.step + 1, g_params=g_params, d_params=d_params, g_batch_stats=g_stats,
             d_batch_stats=d_stats, g_opt_state=g_opt, d_opt_state=d_opt, ema_g_params=ema)
-        metrics = dict(d_metrics, g_loss=g_loss_value, g_grad_norm=optax.global_norm(g_grads))
+        metrics = dict(d_metrics, g_loss=g_loss_value, g_grad_norm=optax.tree.norm(g_grads))
         # Losses and probabilities are local means; average them so metrics are global.
         return new_state, pmean(metrics)
 

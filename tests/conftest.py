@@ -1,0 +1,43 @@
+"""Test setup: 8 simulated CPU devices (before JAX starts), a private TFDS data dir, tiny
+configs that compile fast."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8").strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from genart_jax.config import load_config  # noqa: E402
+
+# Flax's BatchNorm mixes bfloat16 and float32 internally, so strict dtype promotion (as in
+# equinox's tests) cannot be switched on here; rank promotion can.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tfds_data_dir(tmp_path_factory):
+    """All tests (and the processes they start) read and prepare data in a private folder."""
+    path = tmp_path_factory.mktemp("tfds")
+    old = os.environ.get("TFDS_DATA_DIR")
+    os.environ["TFDS_DATA_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("TFDS_DATA_DIR", None)
+    else:
+        os.environ["TFDS_DATA_DIR"] = old
+
+
+TINY_DCGAN = {"model.g_width": "8", "model.d_width": "8", "model.latent_dim": "16",
+              "data.image_size": "16", "train.batch_size": "16"}
+TINY_MLP = {"model.mlp_g_hidden": "(32, 64)", "model.mlp_d_hidden": "(64, 32)",
+            "model.latent_dim": "16", "train.batch_size": "16"}
+
+
+def tiny_config(arch: str = "dcgan", **overrides: str):
+    """A small config of the named architecture (dcgan or mlp) with string overrides."""
+    base = "dcgan_digits" if arch == "dcgan" else "gan_mlp_digits"
+    tiny = TINY_DCGAN if arch == "dcgan" else TINY_MLP
+    return load_config(base, {**tiny, **overrides})

@@ -1,0 +1,69 @@
+"""Config schema, recipe files, overrides and their errors."""
+
+import pytest
+
+from genart_jax.config import (
+    REPO_CONFIG_DIR,
+    ConfigError,
+    apply_overrides,
+    base_config,
+    from_json,
+    load_config,
+    to_json,
+    validate,
+)
+
+
+@pytest.mark.parametrize("path", sorted(REPO_CONFIG_DIR.glob("*.py")), ids=lambda p: p.stem)
+def test_every_recipe_loads_locked_and_round_trips_through_json(path):
+    cfg = load_config(str(path))
+    assert cfg.is_locked
+    assert from_json(to_json(cfg)) == cfg
+
+
+def test_default_recipe_is_dcgan_on_digits():
+    cfg = load_config(None)
+    assert (cfg.model.arch, cfg.data.name) == ("dcgan", "digits")
+
+
+def test_overrides_are_parsed_by_type():
+    cfg = apply_overrides(load_config("dcgan_digits"), {
+        "train.steps": "7", "g_optimizer.learning_rate": "1e-3", "data.cache": "false",
+        "model.mlp_g_hidden": "(8, 16)", "train.driver": "pmap"})
+    assert cfg.train.steps == 7 and cfg.g_optimizer.learning_rate == 1e-3
+    assert cfg.data.cache is False and cfg.model.mlp_g_hidden == (8, 16)
+    assert cfg.train.driver == "pmap"
+
+
+def test_unknown_key_names_the_closest_valid_one():
+    with pytest.raises(ConfigError, match="unknown config key 'train.batchsize'.*"
+                                          "'train.batch_size'"):
+        apply_overrides(base_config(), {"train.batchsize": "8"})
+    # A right name in the wrong section points at the section that has it.
+    with pytest.raises(ConfigError, match="'model.steps'.*'train.steps'"):
+        apply_overrides(base_config(), {"model.steps": "8"})
+
+
+def test_wrong_types_and_values_are_errors():
+    with pytest.raises(ConfigError, match="train.steps.*expected int"):
+        apply_overrides(base_config(), {"train.steps": "many"})
+    with pytest.raises(ConfigError, match="data.cache.*expected bool"):
+        apply_overrides(base_config(), {"data.cache": "perhaps"})
+    with pytest.raises(ConfigError, match="'model.arch' is 'resnet'"):
+        apply_overrides(base_config(), {"model.arch": "resnet"})
+    with pytest.raises(ConfigError, match="train.batch_size' must be positive"):
+        apply_overrides(base_config(), {"train.batch_size": "0"})
+    bad = base_config()
+    bad.train.unlock()
+    bad.train.stpes = 5
+    with pytest.raises(ConfigError, match="'train.stpes'.*'train.steps'"):
+        validate(bad)
+
+
+def test_recipe_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "nope.py"))
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="defines no get_config"):
+        load_config(str(empty))

@@ -1,0 +1,72 @@
+"""Two local processes with 2 CPU devices each (jax.distributed over gloo) must train exactly as
+one process with 4 devices, and only process 0 writes metrics and samples."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from genart_jax import checkpoint
+from genart_jax.config import from_json
+from genart_jax.train import abstract_state
+from tests.test_cli import TINY
+
+ARGS = ["train", "--steps", "3", "--no-progress", *TINY, "--config.train.log_every=1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(workdir, devices, extra_env):
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra_env)
+    return subprocess.Popen([sys.executable, "-m", "genart_jax.cli", *ARGS, "--workdir",
+                             str(workdir)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(procs, timeout=400):
+    outputs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            outputs.append((p.returncode, out, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for code, out, err in outputs:
+        assert code == 0, f"stdout:\n{out}\nstderr:\n{err}"
+    return outputs
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_four_devices(tmp_path):
+    multi, single = tmp_path / "multi", tmp_path / "single"
+    port = free_port()
+    workers = [start(multi, 2, {"GENART_COORDINATOR": f"127.0.0.1:{port}",
+                                "GENART_NUM_PROCESSES": "2", "GENART_PROCESS_ID": str(i)})
+               for i in range(2)]
+    reference = start(single, 4, {})
+    outputs = finish([*workers, reference])
+    assert "4 cpu device(s) [cpu] over 2 process(es)" in outputs[0][1]
+    assert "4 cpu device(s) [cpu] over 1 process(es)" in outputs[2][1]
+
+    cfg = from_json((single / "config.json").read_text())
+    want, _, _ = checkpoint.restore(single, abstract_state(cfg))
+    got, meta, step = checkpoint.restore(multi, abstract_state(cfg))
+    assert step == 3 and meta["data_position"]["batch"] == 3
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
+    # Only process 0 wrote: one metrics record per step, not two.
+    steps = [json.loads(r)["step"] for r in (multi / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert sorted(p.name for p in (multi / "samples").iterdir()) == ["final.png"]
