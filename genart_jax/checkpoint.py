@@ -22,19 +22,56 @@ def checkpoint_dir(workdir: str | Path) -> Path:
     return Path(workdir).resolve() / CHECKPOINT_DIR
 
 
-def manager(workdir: str | Path, max_to_keep: int = 3) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+def manager(workdir: str | Path, max_to_keep: int = 3, async_save: bool = False
+            ) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=async_save)
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
+class Checkpointer:
+    """The checkpoints of one training run. A save writes into a temporary folder that is
+    renamed when complete, so a run killed at any moment leaves only complete checkpoints;
+    with `async_save` the writing overlaps the next training steps."""
+
+    def __init__(self, workdir: str | Path, keep: int = 3, async_save: bool = True):
+        self.workdir = Path(workdir)
+        self._mngr = manager(workdir, keep, async_save)
+
+    def save(self, step: int, state: PyTree, meta: dict[str, Any]) -> Path:
+        """Save host arrays `state` and JSON `meta` as checkpoint `step` (all processes)."""
+        self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                      meta=ocp.args.JsonSave(meta)),
+                        force=True)
+        return checkpoint_dir(self.workdir) / str(step)
+
+    def latest_step(self) -> int | None:
+        return self._mngr.latest_step()
+
+    def wait(self) -> None:
+        self._mngr.wait_until_finished()
+
+    def close(self) -> None:
+        """Wait for saves in flight, then release the manager (safe to call twice)."""
+        if self._mngr is not None:
+            self._mngr.wait_until_finished()
+            self._mngr.close()
+            self._mngr = None
+
+
 def save(workdir: str | Path, step: int, state: PyTree, meta: dict[str, Any]) -> Path:
-    """Save `state` (all processes call this) and `meta` (JSON) as checkpoint `step`; blocks
-    until the checkpoint is complete on disk."""
+    """Save one checkpoint and wait until it is complete on disk."""
+    ckpt = Checkpointer(workdir, async_save=False)
+    try:
+        return ckpt.save(step, state, meta)
+    finally:
+        ckpt.close()
+
+
+def restore_meta(workdir: str | Path, step: int) -> dict[str, Any]:
+    """The JSON record (config, data position) saved with checkpoint `step`."""
     with manager(workdir) as mngr:
-        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                meta=ocp.args.JsonSave(meta)), force=True)
-        mngr.wait_until_finished()
-    return checkpoint_dir(workdir) / str(step)
+        return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
 
 def latest_step(workdir: str | Path) -> int | None:

@@ -42,16 +42,44 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--workdir", default=None, help="output folder (default: runs/CONFIG_NAME)")
     t.add_argument("--steps", type=int, default=None, help="same as --config.train.steps")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-resume", action="store_true",
+                   help="start over even if the workdir has checkpoints (the old run is moved "
+                        "to WORKDIR/replaced-TIME/)")
 
-    s = sub.add_parser("sample", help="write a grid of samples from a trained workdir")
-    s.add_argument("--workdir", required=True)
+    s = sub.add_parser("sample", help="write a grid of samples from a trained workdir or an "
+                                      "exported generator")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="training workdir (latest checkpoint, or --step)")
+    src.add_argument("--from-export", help="a .msgpack written by `genart export`")
     s.add_argument("--out", required=True, help="PNG file to write")
     s.add_argument("--num", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     s.add_argument("--no-ema", action="store_true",
                    help="use the raw generator weights instead of their moving average")
+
+    e = sub.add_parser("export", help="write the generator alone (.msgpack + .json config)")
+    e.add_argument("--workdir", required=True)
+    e.add_argument("--out", required=True, help="FILE.msgpack; FILE.json is written beside it")
+    e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    e.add_argument("--no-ema", action="store_true", help="export the raw generator weights")
     return p
+
+
+def _restore_workdir(workdir: str, step: int | None):
+    """(config, host state, step) of a training workdir's checkpoint."""
+    from genart_jax import checkpoint
+    from genart_jax.config import from_json
+    from genart_jax.train import abstract_state
+
+    config_file = Path(workdir) / "config.json"
+    if not config_file.is_file():
+        raise checkpoint.CheckpointError(
+            f"{workdir} has no config.json: is it a genart_jax workdir? Train with "
+            f"`genart train --workdir {workdir}` first")
+    cfg = from_json(config_file.read_text())
+    state, _, step = checkpoint.restore(workdir, abstract_state(cfg), step)
+    return cfg, state, step
 
 
 def _train(args, overrides: dict[str, str]) -> int:
@@ -64,29 +92,33 @@ def _train(args, overrides: dict[str, str]) -> int:
         overrides = {**overrides, "train.steps": str(args.steps)}
     cfg = load_config(args.config, overrides)
     workdir = args.workdir or str(Path("runs") / resolve_config_path(args.config).stem)
-    train_and_evaluate(cfg, workdir, progress=not args.no_progress)
+    train_and_evaluate(cfg, workdir, progress=not args.no_progress, resume=not args.no_resume)
     return 0
 
 
 def _sample(args) -> int:
-    from genart_jax import checkpoint, sampling
-    from genart_jax.config import from_json
-    from genart_jax.train import abstract_state
+    from genart_jax import sampling
+    from genart_jax.export import load_generator
 
-    config_file = Path(args.workdir) / "config.json"
-    if not config_file.is_file():
-        raise checkpoint.CheckpointError(
-            f"{args.workdir} has no config.json: is it a genart_jax workdir? Train with "
-            f"`genart train --workdir {args.workdir}` first")
-    cfg = from_json(config_file.read_text())
-    state, _, step = checkpoint.restore(args.workdir, abstract_state(cfg), args.step)
-    use_ema = not args.no_ema
-    params = state.ema_g_params if use_ema else state.g_params
-    images = sampling.generate(cfg, params, state.g_batch_stats, num=args.num, seed=args.seed,
-                               recalibrate=use_ema)
+    if args.from_export:
+        cfg, params, stats, meta = load_generator(args.from_export)
+        step, kind = meta["step"], f"exported {'EMA' if meta['ema'] else 'raw'}"
+    else:
+        cfg, state, step = _restore_workdir(args.workdir, args.step)
+        params, stats = sampling.generator_variables(cfg, state, not args.no_ema)
+        kind = "raw" if args.no_ema else "EMA"
+    images = sampling.generate(cfg, params, stats, num=args.num, seed=args.seed)
     out = sampling.save_png(sampling.image_grid(images), args.out)
-    print(f"Wrote {args.num} samples from step {step} ({'EMA' if use_ema else 'raw'} "
-          f"generator) to {out}")
+    print(f"Wrote {args.num} samples from step {step} ({kind} generator) to {out}")
+    return 0
+
+
+def _export(args) -> int:
+    from genart_jax.export import export_generator
+
+    cfg, state, step = _restore_workdir(args.workdir, args.step)
+    path = export_generator(cfg, state, args.out, step=step, use_ema=not args.no_ema)
+    print(f"Exported the generator of step {step} to {path} (+ {path.with_suffix('.json')})")
     return 0
 
 
@@ -94,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     from genart_jax.checkpoint import CheckpointError
     from genart_jax.config import ConfigError
     from genart_jax.data import DataError
+    from genart_jax.export import ExportError
     from genart_jax.parallel import ParallelError
-    from genart_jax.train import TrainingDiverged
+    from genart_jax.train import Preempted, TrainingDiverged
 
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -104,13 +137,16 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args, _split_overrides(extra, parser))
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        return _sample(args)
-    except (ConfigError, DataError, ParallelError, CheckpointError) as e:
+        return _sample(args) if args.command == "sample" else _export(args)
+    except (ConfigError, DataError, ParallelError, CheckpointError, ExportError) as e:
         print(f"genart: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
         print(f"genart: training stopped: {e}", file=sys.stderr)
         return 3
+    except Preempted as e:  # 128 + signal, as a shell reports a process ended by the signal
+        print(f"genart: {e}", file=sys.stderr)
+        return 128 + e.signum
 
 
 if __name__ == "__main__":

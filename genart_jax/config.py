@@ -61,6 +61,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.sample_every = 500
     c.train.ema_halflife_kimg = 10.0  # generator EMA half-life in thousands of images
     c.train.ema_rampup = 0.05  # half-life at most this fraction of images seen; 0 = off
+    c.train.nonfinite = "stop"  # on a NaN/Inf loss or gradient: "stop" or "skip" the update
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 1000  # 0 = only at the end (and on preemption)
+    c.checkpoint.every_minutes = 10.0  # also save when this much time passed; 0 = off
+    c.checkpoint.keep = 3  # keep the latest K checkpoints
+    c.checkpoint.async_save = True  # write in the background while training goes on
 
     c.g_optimizer = _optimizer_defaults()
     c.d_optimizer = _optimizer_defaults()
@@ -160,6 +167,7 @@ _CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "train.g_loss": ("non_saturating", "saturating"),
     "train.driver": ("shard_map", "pmap"),
+    "train.nonfinite": ("stop", "skip"),
     "g_optimizer.name": ("adam", "rmsprop"),
     "d_optimizer.name": ("adam", "rmsprop"),
 }
@@ -167,6 +175,7 @@ _CHOICES = {
 _POSITIVE = (
     "model.latent_dim", "model.g_width", "model.d_width", "data.image_size", "data.channels",
     "train.batch_size", "train.d_steps", "train.g_steps", "train.log_every", "sample.num",
+    "checkpoint.keep",
 )
 
 
@@ -178,8 +187,10 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     for key in _POSITIVE:
         if flat[key] <= 0:
             raise ConfigError(f"config key '{key}' must be positive, got {flat[key]}")
-    if flat["train.steps"] < 0:
-        raise ConfigError(f"config key 'train.steps' must be >= 0, got {flat['train.steps']}")
+    for key in ("train.steps", "train.sample_every", "checkpoint.every_steps",
+                "checkpoint.every_minutes"):
+        if flat[key] < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,6 +77,15 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
+def any_process(flag: bool) -> bool:
+    """True on every process if `flag` is True on any (a collective: all processes call it)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array([flag], np.int32))))
+
+
 def _host_copy(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 

@@ -27,30 +27,51 @@ def latents(seed: int, num: int, latent_dim: int, start: int = 0) -> jax.Array:
         jnp.arange(start, start + num))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _generate(generator, calibrator, params, batch_stats, z, z_calib):
-    if calibrator is not None:
-        # The EMA weights never ran in training, so their BatchNorm statistics are measured
-        # afresh on a fixed batch of latents (momentum 0: the running stats become that batch's).
-        _, upd = calibrator.apply({"params": params, "batch_stats": batch_stats}, z_calib,
-                                  train=True, mutable=["batch_stats"])
-        batch_stats = upd["batch_stats"]
+@functools.partial(jax.jit, static_argnums=0)
+def _recalibrate(calibrator, params, batch_stats, z):
+    _, upd = calibrator.apply({"params": params, "batch_stats": batch_stats}, z, train=True,
+                              mutable=["batch_stats"])
+    return upd["batch_stats"]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _generate(generator, params, batch_stats, z):
     variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
     return generator.apply(variables, z, train=False)
 
 
+def recalibrated_batch_stats(cfg: ml_collections.ConfigDict, g_params: PyTree,
+                             g_batch_stats: PyTree, seed: int = 0) -> PyTree:
+    """BatchNorm statistics measured afresh for `g_params` on a fixed batch of latents.
+
+    EMA weights never ran in training, so the running statistics of the raw generator do not
+    fit them; with momentum 0 the running statistics become those of the calibration batch.
+    """
+    if not g_batch_stats:
+        return g_batch_stats
+    calibrator, _ = build_gan(cfg.model, cfg.data, axis_name=None, bn_momentum=0.0)
+    z = latents(seed + 1_000_003, CALIBRATION_BATCH, cfg.model.latent_dim)
+    return _recalibrate(calibrator, g_params, g_batch_stats, z)
+
+
+def generator_variables(cfg: ml_collections.ConfigDict, state: Any, use_ema: bool = True
+                        ) -> tuple[PyTree, PyTree]:
+    """(params, batch_stats) to sample with from a GAN state: the EMA weights with recalibrated
+    statistics (default), or the raw weights with their running statistics."""
+    if use_ema:
+        return state.ema_g_params, recalibrated_batch_stats(cfg, state.ema_g_params,
+                                                            state.g_batch_stats)
+    return state.g_params, state.g_batch_stats
+
+
 def generate(cfg: ml_collections.ConfigDict, g_params: PyTree, g_batch_stats: PyTree, *,
-             num: int, seed: int, recalibrate: bool) -> np.ndarray:
-    """Images (num, H, W, C) in [-1, 1] from the generator of `cfg` with the given weights."""
+             num: int, seed: int) -> np.ndarray:
+    """Images (num, H, W, C) in [-1, 1] from the generator of `cfg` with the given variables."""
     if num <= 0:
         raise ValueError(f"number of samples must be positive, got {num}")
     generator, _ = build_gan(cfg.model, cfg.data, axis_name=None)
-    calibrator = None
-    if recalibrate and g_batch_stats:
-        calibrator, _ = build_gan(cfg.model, cfg.data, axis_name=None, bn_momentum=0.0)
     z = latents(seed, num, cfg.model.latent_dim)
-    z_calib = latents(seed + 1_000_003, CALIBRATION_BATCH, cfg.model.latent_dim)
-    return np.asarray(_generate(generator, calibrator, g_params, g_batch_stats, z, z_calib))
+    return np.asarray(_generate(generator, g_params, g_batch_stats, z))
 
 
 def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:

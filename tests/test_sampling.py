@@ -31,10 +31,11 @@ def test_generate_with_recalibrated_batch_norm():
     driver, init_fn = build_gan_training(cfg, jax.devices()[:1])
     state = driver.get_state(driver.init_state(init_fn, jax.random.PRNGKey(0)))
     assert jax.tree.structure(state) == jax.tree.structure(abstract_state(cfg))
-    imgs = sampling.generate(cfg, state.ema_g_params, state.g_batch_stats, num=5, seed=1,
-                             recalibrate=True)
+    params, stats = sampling.generator_variables(cfg, state, use_ema=True)
+    # Recalibration replaces the initial statistics (mean 0, var 1) by measured ones.
+    assert not np.allclose(jax.tree.leaves(stats)[0], jax.tree.leaves(state.g_batch_stats)[0])
+    imgs = sampling.generate(cfg, params, stats, num=5, seed=1)
     assert imgs.shape == (5, 16, 16, 1) and np.all(np.abs(imgs) <= 1.0)
     # Sample i does not depend on how many are drawn with it.
-    more = sampling.generate(cfg, state.ema_g_params, state.g_batch_stats, num=9, seed=1,
-                             recalibrate=True)
+    more = sampling.generate(cfg, params, stats, num=9, seed=1)
     np.testing.assert_allclose(imgs, more[:5], atol=1e-5)

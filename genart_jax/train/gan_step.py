@@ -56,6 +56,20 @@ def ema_decay(step: jax.Array, batch_size: int, halflife_kimg: float, rampup: fl
     return jnp.where(half > 0, 0.5 ** (batch_size / jnp.maximum(half, 1e-8)), 0.0)
 
 
+def guard_nonfinite(old: GANState, new: GANState, metrics: Metrics
+                    ) -> tuple[GANState, Metrics]:
+    """Keep `new` if every metric is finite, else drop the update (keep `old`'s weights and
+    optimizer states) and count it. The step counter always advances."""
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    step = old.step + 1
+    count = old.nonfinite_count + jnp.where(finite, 0, 1).astype(jnp.int32)
+    first = jnp.where((old.first_nonfinite_step == 0) & ~finite, step,
+                      old.first_nonfinite_step).astype(jnp.int32)
+    state = kept.replace(step=step, nonfinite_count=count, first_nonfinite_step=first)
+    return state, dict(metrics, nonfinite_count=count.astype(jnp.float32))
+
+
 def make_gan_step(generator: nn.Module, discriminator: nn.Module,
                   g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation, *,
                   latent_dim: int, global_batch: int, g_loss: str = "non_saturating",
@@ -65,7 +79,8 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
     """Build `step(state, batch) -> (state, metrics)` for one device of the `axis_name` group.
 
     `batch["image"]` has shape (d_steps, local_batch, H, W, C): one real batch per D update.
-    Metrics are averaged over the group, so every device returns the same numbers.
+    Metrics are averaged over the group, so every device returns the same numbers. An
+    iteration with a NaN/Inf loss or gradient norm changes no weights (`guard_nonfinite`).
     """
     if g_loss not in losses.GENERATOR_LOSSES:
         raise ValueError(f"unknown generator loss {g_loss!r}")
@@ -134,11 +149,13 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
         beta = ema_decay(state.step, global_batch, ema_halflife_kimg, ema_rampup)
         ema = jax.tree.map(lambda e, p: beta * e + (1.0 - beta) * p, state.ema_g_params,
                            g_params)
-        new_state = state.replace(
-            step=state.step + 1, g_params=g_params, d_params=d_params, g_batch_stats=g_stats,
-            d_batch_stats=d_stats, g_opt_state=g_opt, d_opt_state=d_opt, ema_g_params=ema)
+        updated = state.replace(
+            g_params=g_params, d_params=d_params, g_batch_stats=g_stats, d_batch_stats=d_stats,
+            g_opt_state=g_opt, d_opt_state=d_opt, ema_g_params=ema)
         metrics = dict(d_metrics, g_loss=g_loss_value, g_grad_norm=optax.tree.norm(g_grads))
-        # Losses and probabilities are local means; average them so metrics are global.
-        return new_state, pmean(metrics)
+        # Losses and probabilities are local means; average them so metrics are global (and
+        # the finiteness test below gives the same answer on every device).
+        metrics = pmean(metrics)
+        return guard_nonfinite(state, updated, metrics)
 
     return step

@@ -24,6 +24,8 @@ class GANState:
     d_opt_state: PyTree
     ema_g_params: PyTree  # exponential moving average of g_params, used for sampling
     key: jax.Array  # base PRNG key; step s draws from fold_in(key, s)
+    nonfinite_count: jax.Array  # int32: iterations whose update was dropped for NaN/Inf
+    first_nonfinite_step: jax.Array  # int32: the first such iteration (1-based), 0 if none
 
 
 def init_gan_state(key: jax.Array, generator: nn.Module, discriminator: nn.Module,
@@ -46,4 +48,6 @@ def init_gan_state(key: jax.Array, generator: nn.Module, discriminator: nn.Modul
         d_opt_state=d_tx.init(d_params),
         ema_g_params=jax.tree.map(jnp.copy, g_params),
         key=run_key,
+        nonfinite_count=jnp.zeros((), jnp.int32),
+        first_nonfinite_step=jnp.zeros((), jnp.int32),
     )
