@@ -1,4 +1,4 @@
-"""`genart train | sample`: parse flags, then call the library. Nothing else lives here."""
+"""`genart train | sample | eval | export`: parse flags, then call the library."""
 
 from __future__ import annotations
 
@@ -57,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     s.add_argument("--no-ema", action="store_true",
                    help="use the raw generator weights instead of their moving average")
+    s.add_argument("--theme", default=None,
+                   help="class(es) of a conditional model: 3, or 1,4,7 for several in one grid")
+
+    v = sub.add_parser("eval", help="VAE: negative ELBO and K-sample IWAE bound on held-out data")
+    v.add_argument("--workdir", required=True)
+    v.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    v.add_argument("--samples", type=int, default=None,
+                   help="K importance samples (default: config vae.eval_samples)")
+    v.add_argument("--split", default=None, help="split (default: config vae.eval_split)")
+    v.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only")
 
     e = sub.add_parser("export", help="write the generator alone (.msgpack + .json config)")
     e.add_argument("--workdir", required=True)
@@ -102,15 +112,69 @@ def _sample(args) -> int:
 
     if args.from_export:
         cfg, params, stats, meta = load_generator(args.from_export)
-        step, kind = meta["step"], f"exported {'EMA' if meta['ema'] else 'raw'}"
+        step, kind = meta["step"], "exported"
     else:
         cfg, state, step = _restore_workdir(args.workdir, args.step)
+        kind = "raw" if args.no_ema and cfg.model.family == "gan" else "EMA"
+    try:
+        themes = sampling.parse_themes(args.theme, cfg.model.num_classes)
+    except ValueError as e:
+        raise _UsageError(str(e)) from e
+    if cfg.model.family == "vae":
+        from genart_jax.data import read_split
+        from genart_jax.train import vae
+        from genart_jax.train.state import VAEState
+
+        if args.from_export:
+            state = VAEState(step=step, params=params, opt_state=None, key=None,
+                             nonfinite_count=0, first_nonfinite_step=0)
+        real = read_split(cfg.data, cfg.vae.eval_split, limit=16)
+        paths = vae.write_samples(cfg, state, args.out, real, themes=themes, num=args.num,
+                                  seed=args.seed)
+        print(f"Wrote {args.num} samples from step {step} (VAE prior) to {paths[0]}; "
+              f"reconstructions and interpolation of {cfg.vae.eval_split} images to "
+              f"{', '.join(map(str, paths[1:]))}")
+        return 0
+    if themes is not None:  # unreachable until conditional GANs exist (num_classes == 0)
+        raise _UsageError("conditional GAN sampling is not available")
+    if not args.from_export:
         params, stats = sampling.generator_variables(cfg, state, not args.no_ema)
-        kind = "raw" if args.no_ema else "EMA"
     images = sampling.generate(cfg, params, stats, num=args.num, seed=args.seed)
     out = sampling.save_png(sampling.image_grid(images), args.out)
     print(f"Wrote {args.num} samples from step {step} ({kind} generator) to {out}")
     return 0
+
+
+def _eval(args) -> int:
+    import json
+
+    from genart_jax.data import read_split
+    from genart_jax.train import vae
+
+    cfg, state, step = _restore_workdir(args.workdir, args.step)
+    if cfg.model.family != "vae":
+        raise _UsageError("genart eval reports likelihood bounds of VAEs; this workdir holds a "
+                          f"{cfg.model.family.upper()}")
+    split = args.split or cfg.vae.eval_split
+    k = args.samples or cfg.vae.eval_samples
+    if k <= 0:
+        raise _UsageError(f"--samples must be positive, got {k}")
+    images, labels = read_split(cfg.data, split, args.limit)
+    result = {"step": step, "split": split, "likelihood": cfg.vae.likelihood,
+              **vae.evaluate(cfg, state.params, images, labels, k=k)}
+    print(f"step {step}, {split} split ({result['examples']} images, {cfg.vae.likelihood} "
+          f"likelihood): -ELBO {result['neg_elbo_nats']:.2f} nats "
+          f"({result['neg_elbo_bits_per_dim']:.4f} bits/dim); -IWAE(K={k}) "
+          f"{result['neg_iwae_nats']:.2f} nats ({result['neg_iwae_bits_per_dim']:.4f} bits/dim)")
+    out = Path(args.workdir) / "eval.json"
+    with open(out, "a") as f:
+        f.write(json.dumps(result) + "\n")
+    print(f"appended to {out}")
+    return 0
+
+
+class _UsageError(ValueError):
+    """A flag combination that cannot work for this workdir."""
 
 
 def _export(args) -> int:
@@ -137,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args, _split_overrides(extra, parser))
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        return _sample(args) if args.command == "sample" else _export(args)
-    except (ConfigError, DataError, ParallelError, CheckpointError, ExportError) as e:
+        commands = {"sample": _sample, "export": _export, "eval": _eval}
+        return commands[args.command](args)
+    except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
+            _UsageError) as e:
         print(f"genart: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

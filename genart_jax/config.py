@@ -31,14 +31,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.model = ml_collections.ConfigDict()
-    c.model.family = "gan"
-    c.model.arch = "dcgan"  # "dcgan" | "mlp"
+    c.model.family = "gan"  # "gan" | "vae"
+    c.model.arch = "dcgan"  # gan: "dcgan" | "mlp"; vae: "mlp" | "conv"
     c.model.latent_dim = 100
     c.model.g_width = 64  # DCGAN: ngf, channels of the last hidden generator layer
     c.model.d_width = 64  # DCGAN: ndf, channels of the first discriminator layer
     c.model.mlp_g_hidden = (128, 256, 512, 1024)
     c.model.mlp_d_hidden = (1024, 512, 256)
     c.model.mlp_leak = 0.01
+    c.model.vae_hidden = (512, 256)  # MLP VAE encoder widths (the decoder mirrors them)
+    c.model.vae_width = 32  # conv VAE: channels of the first encoder stage
+    c.model.num_classes = 0  # > 0: conditional model (label in), themes at sampling time
     c.model.dtype = "float32"  # compute dtype: "float32" | "bfloat16"; params stay float32
 
     c.data = ml_collections.ConfigDict()
@@ -69,8 +72,22 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep = 3  # keep the latest K checkpoints
     c.checkpoint.async_save = True  # write in the background while training goes on
 
-    c.g_optimizer = _optimizer_defaults()
-    c.d_optimizer = _optimizer_defaults()
+    c.vae = ml_collections.ConfigDict()
+    c.vae.likelihood = "bernoulli"  # "bernoulli" (pixels as probabilities) | "gaussian"
+    c.vae.binarize = True  # bernoulli: sample binary pixels each step (eval: fixed seed)
+    c.vae.scale = "learned"  # gaussian: "learned" per-pixel or "fixed" standard deviation
+    c.vae.fixed_scale = 0.1  # gaussian, fixed: the standard deviation (data in [-1, 1])
+    c.vae.discretized = True  # gaussian: mass of the 8-bit bin (True) or density (False)
+    c.vae.beta = 1.0  # weight of the KL term (1: the ELBO itself)
+    c.vae.kl_warmup_steps = 0  # KL weight ramps 0 -> beta over this many steps
+    c.vae.eval_samples = 100  # K of the importance-weighted bound in `genart eval`
+    c.vae.eval_split = "test"
+
+    c.g_optimizer = _optimizer_defaults()  # GAN generator
+    c.d_optimizer = _optimizer_defaults()  # GAN discriminator
+    c.optimizer = _optimizer_defaults()  # single-network families (VAE)
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.b1 = 0.9
 
     c.sample = ml_collections.ConfigDict()
     c.sample.num = 64
@@ -162,8 +179,11 @@ def _set(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
 
 
 _CHOICES = {
-    "model.family": ("gan",),
-    "model.arch": ("dcgan", "mlp"),
+    "model.family": ("gan", "vae"),
+    "model.arch": ("dcgan", "mlp", "conv"),
+    "vae.likelihood": ("bernoulli", "gaussian"),
+    "vae.scale": ("learned", "fixed"),
+    "optimizer.name": ("adam", "rmsprop"),
     "model.dtype": ("float32", "bfloat16"),
     "train.g_loss": ("non_saturating", "saturating"),
     "train.driver": ("shard_map", "pmap"),
@@ -175,8 +195,9 @@ _CHOICES = {
 _POSITIVE = (
     "model.latent_dim", "model.g_width", "model.d_width", "data.image_size", "data.channels",
     "train.batch_size", "train.d_steps", "train.g_steps", "train.log_every", "sample.num",
-    "checkpoint.keep",
+    "checkpoint.keep", "model.vae_width", "vae.fixed_scale", "vae.eval_samples",
 )
+_ARCHS = {"gan": ("dcgan", "mlp"), "vae": ("mlp", "conv")}
 
 
 def _check_values(cfg: ml_collections.ConfigDict) -> None:
@@ -187,6 +208,13 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     for key in _POSITIVE:
         if flat[key] <= 0:
             raise ConfigError(f"config key '{key}' must be positive, got {flat[key]}")
+    family, arch = flat["model.family"], flat["model.arch"]
+    if arch not in _ARCHS[family]:
+        raise ConfigError(f"model.arch {arch!r} is not a {family} architecture; choose one of "
+                          f"{_ARCHS[family]}")
+    for key in ("model.num_classes", "vae.kl_warmup_steps", "vae.beta"):
+        if flat[key] < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
     for key in ("train.steps", "train.sample_every", "checkpoint.every_steps",
                 "checkpoint.every_minutes"):
         if flat[key] < 0:

@@ -32,12 +32,16 @@ def sidecar(path: str | Path) -> Path:
 
 def export_generator(cfg: ml_collections.ConfigDict, state: Any, path: str | Path, *,
                      step: int, use_ema: bool = True) -> Path:
-    """Write the generator that `genart sample` would use (EMA weights with recalibrated
-    BatchNorm statistics by default) to `path` (.msgpack) and its config beside it (.json)."""
+    """Write the generator that `genart sample` would use (for a GAN: the EMA weights with
+    recalibrated BatchNorm statistics by default; for a VAE: encoder and decoder, so that
+    reconstructions work too) to `path` (.msgpack) and its config beside it (.json)."""
     path = Path(path)
     if path.suffix != ".msgpack":
         raise ExportError(f"export file must end in .msgpack, got {path.name}")
-    params, stats = sampling.generator_variables(cfg, state, use_ema)
+    if cfg.model.family == "vae":
+        params, stats, use_ema = state.params, {}, False
+    else:
+        params, stats = sampling.generator_variables(cfg, state, use_ema)
     tree = {"params": jax.tree.map(np.asarray, params),
             "batch_stats": jax.tree.map(np.asarray, stats)}
     path.parent.mkdir(parents=True, exist_ok=True)

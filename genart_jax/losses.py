@@ -7,6 +7,8 @@ returns a float32 scalar.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -44,3 +46,105 @@ def generator_loss(fake_logits: jax.Array, kind: str = "non_saturating") -> jax.
     if kind == "saturating":
         return jnp.mean(jax.nn.log_sigmoid(-fake))
     raise ValueError(f"unknown generator loss {kind!r}; choose one of {GENERATOR_LOSSES}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The ELBO (Kingma & Welling 2014) and the importance-weighted bound (Burda et al. 2016).
+#
+# Everything below returns per-example values (sums over the event dimensions, no batch
+# reduction) in nats, so callers choose the reduction and report it explicitly.
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _at_least_f32(x: jax.Array) -> jax.Array:
+    """bfloat16/float16 model outputs -> float32; float32 and float64 stay as they are."""
+    x = jnp.asarray(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _sum_event(x: jax.Array) -> jax.Array:
+    return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
+
+
+def reparameterize(key: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
+    """z = mu + sigma * eps with eps ~ N(0, I) and sigma = exp(logvar / 2)."""
+    eps = jax.random.normal(key, mu.shape, jnp.float32)
+    return mu + jnp.exp(0.5 * logvar) * eps
+
+
+def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per example, closed form:
+    0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2)."""
+    return 0.5 * jnp.sum(mu**2 + jnp.exp(logvar) - 1.0 - logvar, axis=-1)
+
+
+def gaussian_log_density(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
+    """log N(z; mu, diag(exp(logvar))) summed over the last axis; mu and logvar broadcast to
+    z's shape (e.g. K samples (K, N, D) of a posterior (N, D))."""
+    mu, logvar = jnp.broadcast_to(mu, z.shape), jnp.broadcast_to(logvar, z.shape)
+    return -0.5 * jnp.sum(LOG_2PI + logvar + (z - mu) ** 2 * jnp.exp(-logvar), axis=-1)
+
+
+def standard_normal_log_density(z: jax.Array) -> jax.Array:
+    return -0.5 * jnp.sum(LOG_2PI + z**2, axis=-1)
+
+
+def bernoulli_log_likelihood(x01: jax.Array, logits: jax.Array) -> jax.Array:
+    """log p(x | z) for x in {0, 1} (or [0, 1] probabilities, where it is the negative binary
+    cross-entropy, not a normalised density) under Bernoulli(sigmoid(logits))."""
+    logits = _at_least_f32(logits)
+    return _sum_event(x01 * jax.nn.log_sigmoid(logits) + (1 - x01) * jax.nn.log_sigmoid(-logits))
+
+
+def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, log_scale: jax.Array) -> jax.Array:
+    """Continuous Gaussian density log N(x; mean, exp(log_scale)^2) per pixel, summed.
+    `log_scale` broadcasts (a scalar for fixed variance, an image for learned per-pixel)."""
+    mean = _at_least_f32(mean)
+    log_scale = jnp.broadcast_to(log_scale, mean.shape)
+    return _sum_event(-0.5 * LOG_2PI - log_scale - 0.5 * ((x - mean) * jnp.exp(-log_scale)) ** 2)
+
+
+def discretized_gaussian_log_likelihood(x: jax.Array, mean: jax.Array, log_scale: jax.Array,
+                                        bins: int = 256) -> jax.Array:
+    """Discretised Gaussian: the probability mass of x's bin among `bins` equal bins over
+    [-1, 1] (8-bit data: bin width 2/255), the edge bins extended to +-infinity; summed log
+    probabilities, a proper likelihood of the quantised data."""
+    mean = _at_least_f32(mean)
+    log_scale = jnp.broadcast_to(log_scale, mean.shape)
+    half = 1.0 / (bins - 1)
+    inv = jnp.exp(-log_scale)
+    upper = jax.scipy.stats.norm.cdf((x + half - mean) * inv)
+    lower = jax.scipy.stats.norm.cdf((x - half - mean) * inv)
+    upper = jnp.where(x > 1 - half, 1.0, upper)
+    lower = jnp.where(x < -1 + half, 0.0, lower)
+    # log(upper - lower), safe where the mass is tiny: fall back to the density times the width.
+    mass = upper - lower
+    log_density = (-0.5 * LOG_2PI - log_scale - 0.5 * ((x - mean) * inv) ** 2 + jnp.log(2 * half))
+    return _sum_event(jnp.where(mass > 1e-12, jnp.log(jnp.maximum(mass, 1e-12)), log_density))
+
+
+def negative_elbo(log_px_z: jax.Array, kl: jax.Array, beta: float | jax.Array = 1.0
+                  ) -> jax.Array:
+    """-ELBO(x) = -E_q[log p(x|z)] + beta * KL(q(z|x) || p(z)) per example (beta = 1: the
+    bound itself; beta != 1: the beta-VAE objective)."""
+    return -log_px_z + beta * kl
+
+
+def iwae_bound(log_px_z: jax.Array, log_pz: jax.Array, log_qz_x: jax.Array) -> jax.Array:
+    """log (1/K) sum_k p(x, z_k) / q(z_k | x) per example, from (K, batch) arrays; a lower
+    bound on log p(x) that tightens as K grows (K = 1 is the ELBO)."""
+    log_w = log_px_z + log_pz - log_qz_x
+    return jax.scipy.special.logsumexp(log_w, axis=0) - jnp.log(log_w.shape[0])
+
+
+def bits_per_dim(nats: jax.Array, num_dims: int) -> jax.Array:
+    """Nats per example -> bits per dimension."""
+    return nats / (num_dims * jnp.log(2.0))
+
+
+def kl_warmup(step: jax.Array, warmup_steps: int) -> jax.Array:
+    """KL weight ramping linearly from 0 to 1 over `warmup_steps` (1 when 0)."""
+    if warmup_steps <= 0:
+        return jnp.float32(1.0)
+    return jnp.minimum(1.0, step.astype(jnp.float32) / warmup_steps)

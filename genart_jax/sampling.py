@@ -100,3 +100,42 @@ def save_png(grid: np.ndarray, path: str | Path, min_size: int = 256) -> Path:
         img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.Resampling.NEAREST)
     img.save(path)
     return path
+
+
+def slerp(a: jax.Array, b: jax.Array, t: jax.Array) -> jax.Array:
+    """Spherical interpolation between latent vectors a and b at fractions t (T,) -> (T, D);
+    linear where a and b are (nearly) parallel."""
+    na, nb = jnp.linalg.norm(a), jnp.linalg.norm(b)
+    cos = jnp.clip(jnp.dot(a, b) / jnp.maximum(na * nb, 1e-12), -1.0, 1.0)
+    omega = jnp.arccos(cos)
+    t = t[:, None]
+    so = jnp.sin(omega)
+    safe = so > 1e-6
+    wa = jnp.where(safe, jnp.sin((1 - t) * omega) / jnp.where(safe, so, 1.0), 1 - t)
+    wb = jnp.where(safe, jnp.sin(t * omega) / jnp.where(safe, so, 1.0), t)
+    return wa * a + wb * b
+
+
+def parse_themes(text: str | None, num_classes: int) -> list[int] | None:
+    """'3' or '1,4,7' -> [classes]; None when no theme is asked. Errors name the valid range."""
+    if text is None:
+        return None
+    if num_classes <= 0:
+        raise ValueError("--theme needs a conditional model (trained with model.num_classes > "
+                         "0); this one is unconditional")
+    try:
+        themes = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as e:
+        raise ValueError(f"--theme takes class numbers like 3 or 1,4,7; got {text!r}") from e
+    bad = [t for t in themes if not 0 <= t < num_classes]
+    if bad or not themes:
+        raise ValueError(f"--theme classes must be in 0..{num_classes - 1}; got {text!r}")
+    return themes
+
+
+def interleave_rows(top: np.ndarray, bottom: np.ndarray, ncols: int) -> np.ndarray:
+    """Two equal image stacks -> rows alternating ncols of `top` then ncols of `bottom`."""
+    out = []
+    for i in range(0, len(top), ncols):
+        out.extend([top[i:i + ncols], bottom[i:i + ncols]])
+    return np.concatenate(out)

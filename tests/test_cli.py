@@ -32,7 +32,7 @@ def test_train_then_sample_end_to_end(tmp_path):
                        "--config.train.log_every=2", "--config.train.sample_every=4"],
                       devices=2)
     assert proc.returncode == 0, proc.stderr
-    assert "2 cpu device(s)" in proc.stdout and "Done: 6 steps" in proc.stdout
+    assert "2 cpu device(s)" in proc.stdout and "Done: step 6 " in proc.stdout
     cfg = from_json((workdir / "config.json").read_text())
     assert cfg.train.steps == 6 and cfg.model.g_width == 8
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -80,3 +80,60 @@ def test_unknown_argument_and_missing_value(tmp_path):
 def test_sample_without_a_trained_workdir_is_a_clear_error(tmp_path, capsys):
     assert main(["sample", "--workdir", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     assert "has no config.json" in capsys.readouterr().err
+
+
+VAE_TINY = ["--config", "cvae_digits", "--config.model.vae_hidden=(32, 16)",
+            "--config.model.latent_dim=4", "--config.train.batch_size=16",
+            "--config.train.sample_every=0", "--config.sample.num=20"]
+
+
+@pytest.mark.slow
+def test_conditional_vae_train_eval_sample_export(tmp_path):
+    workdir = tmp_path / "vae"
+    proc = run_genart(["train", "--workdir", str(workdir), "--steps", "20", *VAE_TINY])
+    assert proc.returncode == 0, proc.stderr
+    for name in ("final.png", "final_reconstructions.png", "final_interpolation.png"):
+        assert (workdir / "samples" / name).is_file()
+    proc = run_genart(["eval", "--workdir", str(workdir), "--samples", "5", "--limit", "40"])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((workdir / "eval.json").read_text().splitlines()[-1])
+    assert result["examples"] == 40 and result["k"] == 5 and result["split"] == "test"
+    # The K-sample bound is tighter (a smaller negative bound) than the ELBO.
+    assert 0 < result["neg_iwae_nats"] < result["neg_elbo_nats"]
+
+    out = tmp_path / "themes.png"
+    proc = run_genart(["sample", "--workdir", str(workdir), "--theme", "1,4,7", "--num", "9",
+                       "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and (tmp_path / "themes_reconstructions.png").is_file()
+    proc = run_genart(["sample", "--workdir", str(workdir), "--theme", "12", "--out",
+                       str(out)])
+    assert proc.returncode == 2 and "0..9" in proc.stderr
+
+    export = tmp_path / "vae.msgpack"
+    assert run_genart(["export", "--workdir", str(workdir), "--out", str(export)]).returncode == 0
+    proc = run_genart(["sample", "--from-export", str(export), "--theme", "3", "--num", "4",
+                       "--out", str(tmp_path / "exported.png")])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_eval_of_a_gan_workdir_is_a_clear_error(tmp_path, capsys):
+    from genart_jax import checkpoint as ckpt
+    from genart_jax.config import load_config, to_json
+
+    cfg = load_config("dcgan_digits", {"model.g_width": "8", "model.d_width": "8",
+                                       "data.image_size": "16"})
+    (tmp_path / "config.json").write_text(to_json(cfg))
+    driver_state = jax_state(cfg)
+    ckpt.save(tmp_path, 0, driver_state, {"config": {}, "data_position": {}})
+    assert main(["eval", "--workdir", str(tmp_path)]) == 2
+    assert "likelihood bounds of VAEs" in capsys.readouterr().err
+
+
+def jax_state(cfg):
+    import jax
+
+    from genart_jax.train.loop import build_training
+
+    driver, init_fn = build_training(cfg, jax.devices()[:1])
+    return driver.get_state(driver.init_state(init_fn, jax.random.PRNGKey(0)))

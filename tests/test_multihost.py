@@ -16,7 +16,12 @@ from genart_jax.config import from_json
 from genart_jax.train import abstract_state
 from tests.test_cli import TINY
 
-ARGS = ["train", "--steps", "3", "--no-progress", *TINY, "--config.train.log_every=1"]
+ARGS = ["train", "--steps", "3", "--no-progress", "--config.train.log_every=1"]
+FAMILIES = {
+    "gan": TINY,
+    "vae": ["--config", "vae_digits", "--config.model.vae_hidden=(32, 16)",
+            "--config.model.latent_dim=4", "--config.train.batch_size=16"],
+}
 
 
 def free_port() -> int:
@@ -25,11 +30,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(workdir, devices, extra_env):
+def start(workdir, devices, extra_env, family_args):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra_env)
-    return subprocess.Popen([sys.executable, "-m", "genart_jax.cli", *ARGS, "--workdir",
-                             str(workdir)], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "genart_jax.cli", *ARGS, *family_args,
+                             "--workdir", str(workdir)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -49,13 +54,15 @@ def finish(procs, timeout=400):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_four_devices(tmp_path):
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_two_processes_match_one_process_with_four_devices(tmp_path, family):
     multi, single = tmp_path / "multi", tmp_path / "single"
     port = free_port()
     workers = [start(multi, 2, {"GENART_COORDINATOR": f"127.0.0.1:{port}",
-                                "GENART_NUM_PROCESSES": "2", "GENART_PROCESS_ID": str(i)})
+                                "GENART_NUM_PROCESSES": "2", "GENART_PROCESS_ID": str(i)},
+                     FAMILIES[family])
                for i in range(2)]
-    reference = start(single, 4, {})
+    reference = start(single, 4, {}, FAMILIES[family])
     outputs = finish([*workers, reference])
     assert "4 cpu device(s) [cpu] over 2 process(es)" in outputs[0][1]
     assert "4 cpu device(s) [cpu] over 1 process(es)" in outputs[2][1]
@@ -69,4 +76,5 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     # Only process 0 wrote: one metrics record per step, not two.
     steps = [json.loads(r)["step"] for r in (multi / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
-    assert sorted(p.name for p in (multi / "samples").iterdir()) == ["final.png"]
+    assert sorted(p.name for p in (multi / "samples").iterdir()) == sorted(
+        p.name for p in (single / "samples").iterdir())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from genart_jax.parallel import ParallelError, check_batch_divisible, make_driver
-from genart_jax.train.loop import build_gan_training
+from genart_jax.train.loop import build_training
 from tests.conftest import tiny_config
 
 STEPS = 3
@@ -18,7 +18,7 @@ STEPS = 3
 
 def run_steps(cfg, driver_name, num_devices, batches):
     cfg_driver = tiny_config_like(cfg, driver_name)
-    driver, init_fn = build_gan_training(cfg_driver, jax.devices()[:num_devices])
+    driver, init_fn = build_training(cfg_driver, jax.devices()[:num_devices])
     state = driver.init_state(init_fn, jax.random.PRNGKey(cfg.seed))
     history = []
     for batch in batches:
@@ -79,7 +79,7 @@ def test_eight_devices_match_one_device(reference, driver_name):
 
 def test_training_changes_the_params(reference):
     cfg, _, ref_state, _ = reference
-    driver, init_fn = build_gan_training(cfg, jax.devices()[:1])
+    driver, init_fn = build_training(cfg, jax.devices()[:1])
     init = driver.get_state(driver.init_state(init_fn, jax.random.PRNGKey(cfg.seed)))
     delta = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), init.g_params,
                          ref_state.g_params)
@@ -100,7 +100,7 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
         check_batch_divisible(20, 8)
     cfg = tiny_config("mlp", **{"train.batch_size": "12"})
     with pytest.raises(ParallelError, match="multiple of 8"):
-        build_gan_training(cfg, jax.devices())
+        build_training(cfg, jax.devices())
 
 
 def test_unknown_driver_is_an_error():
@@ -110,7 +110,7 @@ def test_unknown_driver_is_an_error():
 
 def test_step_does_not_retrace():
     cfg = tiny_config("mlp")
-    driver, init_fn = build_gan_training(cfg, jax.devices()[:2])
+    driver, init_fn = build_training(cfg, jax.devices()[:2])
     state = driver.init_state(init_fn, jax.random.PRNGKey(0))
     for batch in make_batches(cfg):
         state, _ = driver.step(state, driver.put_batch(batch))

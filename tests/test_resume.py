@@ -13,7 +13,7 @@ from genart_jax.config import apply_overrides
 from genart_jax.export import ExportError, export_generator, load_generator
 from genart_jax.train import TrainingDiverged, abstract_state, train_and_evaluate
 from genart_jax.train import loop as loop_module
-from genart_jax.train.loop import build_gan_training
+from genart_jax.train.loop import build_training
 from tests.conftest import tiny_config
 
 STEPS = 6
@@ -159,7 +159,7 @@ def test_nonfinite_skip_drops_the_update_and_counts_it(monkeypatch, tmp_path):
 
 def test_guard_keeps_the_weights_of_a_nonfinite_iteration():
     cfg = cfg_with()
-    driver, init_fn = build_gan_training(cfg, jax.devices()[:2])
+    driver, init_fn = build_training(cfg, jax.devices()[:2])
     state = driver.init_state(init_fn, jax.random.PRNGKey(0))
     before = driver.get_state(state)
     batch = {"image": np.full((1, 16, 16, 16, 1), np.nan, np.float32),

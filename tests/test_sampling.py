@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from genart_jax import sampling
-from genart_jax.train.loop import abstract_state, build_gan_training
+from genart_jax.train.loop import abstract_state, build_training
 from tests.conftest import tiny_config
 
 
@@ -28,7 +28,7 @@ def test_image_grid_layout_and_png(tmp_path):
 
 def test_generate_with_recalibrated_batch_norm():
     cfg = tiny_config("dcgan")
-    driver, init_fn = build_gan_training(cfg, jax.devices()[:1])
+    driver, init_fn = build_training(cfg, jax.devices()[:1])
     state = driver.get_state(driver.init_state(init_fn, jax.random.PRNGKey(0)))
     assert jax.tree.structure(state) == jax.tree.structure(abstract_state(cfg))
     params, stats = sampling.generator_variables(cfg, state, use_ema=True)

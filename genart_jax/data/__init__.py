@@ -6,11 +6,12 @@ from genart_jax.data.pipeline import (
     make_input,
     prefetch,
     process_indices,
+    read_split,
     to_model_input,
 )
 from genart_jax.data.sources import DataError, open_source, resolve_data_dir
 
 __all__ = [
     "BatchIterator", "DataError", "Position", "make_input", "open_source", "prefetch",
-    "process_indices", "resolve_data_dir", "to_model_input",
+    "process_indices", "read_split", "resolve_data_dir", "to_model_input",
 ]

@@ -177,3 +177,15 @@ def make_input(data_cfg: Any, *, global_batch: int, seed: int, group: int = 1,
                        process_index=process_index, process_count=process_count,
                        position=position)
     return it, n
+
+
+def read_split(data_cfg: Any, split: str, limit: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split (or its first `limit` examples) in file order, preprocessed like training
+    data: (images float32 (N, S, S, C) in [-1, 1], labels int32 (N,))."""
+    from genart_jax.data.sources import open_source, read_examples
+
+    source = open_source(data_cfg.name, split, data_cfg.data_dir)
+    n = len(source) if limit is None else min(limit, len(source))
+    images, labels = read_examples(source, np.arange(n))
+    return to_model_input(images, data_cfg.image_size, data_cfg.channels), labels

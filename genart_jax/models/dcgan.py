@@ -63,7 +63,8 @@ class UpConv(nn.Module):
         n, h, _, wd, _, c = y.shape
         y = y.reshape(n, 2 * h, 2 * wd, c)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+            bias = self.param("bias", nn.initializers.zeros, (self.features,))
+            y = y + bias.astype(self.dtype).reshape(1, 1, 1, -1)
         return y
 
 

@@ -27,6 +27,7 @@ from genart_jax.train.state import GANState
 PyTree = Any
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+State = Any  # a state dataclass with step, nonfinite_count and first_nonfinite_step
 
 
 def apply_train(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array
@@ -39,11 +40,17 @@ def apply_train(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Ar
     return out, updates["batch_stats"]
 
 
+def example_keys(key: jax.Array, local_batch: int, axis_name: str) -> jax.Array:
+    """One key per example of this device, `fold_in(key, global example index)`: random draws
+    that do not depend on how the global batch is split over devices."""
+    start = lax.axis_index(axis_name) * local_batch
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(local_batch))
+
+
 def latent_noise(key: jax.Array, local_batch: int, latent_dim: int, axis_name: str) -> jax.Array:
     """Standard normal latents for this device's examples, keyed by global example index."""
-    start = lax.axis_index(axis_name) * local_batch
-    index = start + jnp.arange(local_batch)
-    return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (latent_dim,)))(index)
+    keys = example_keys(key, local_batch, axis_name)
+    return jax.vmap(lambda k: jax.random.normal(k, (latent_dim,)))(keys)
 
 
 def ema_decay(step: jax.Array, batch_size: int, halflife_kimg: float, rampup: float) -> jax.Array:
@@ -56,8 +63,7 @@ def ema_decay(step: jax.Array, batch_size: int, halflife_kimg: float, rampup: fl
     return jnp.where(half > 0, 0.5 ** (batch_size / jnp.maximum(half, 1e-8)), 0.0)
 
 
-def guard_nonfinite(old: GANState, new: GANState, metrics: Metrics
-                    ) -> tuple[GANState, Metrics]:
+def guard_nonfinite(old: State, new: State, metrics: Metrics) -> tuple[State, Metrics]:
     """Keep `new` if every metric is finite, else drop the update (keep `old`'s weights and
     optimizer states) and count it. The step counter always advances."""
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))

@@ -20,21 +20,12 @@ import jax
 import ml_collections
 from tqdm.auto import tqdm
 
-from genart_jax import checkpoint, sampling
+from genart_jax import checkpoint
 from genart_jax.config import flatten, to_json
 from genart_jax.data import Position, make_input, prefetch
-from genart_jax.models import build_gan
-from genart_jax.parallel import (
-    DATA,
-    any_process,
-    check_batch_divisible,
-    describe_devices,
-    make_driver,
-)
-from genart_jax.train.gan_step import make_gan_step
-from genart_jax.train.optim import make_optimizer
+from genart_jax.parallel import any_process, describe_devices
+from genart_jax.train.families import family_of
 from genart_jax.train.preemption import PreemptionGuard
-from genart_jax.train.state import GANState, init_gan_state
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,42 +62,14 @@ class MetricsWriter:
             self.path.write_text("".join(ln + "\n" for ln in kept))
 
 
-def _gan_parts(cfg: ml_collections.ConfigDict, axis_name: str | None):
-    generator, discriminator = build_gan(cfg.model, cfg.data, axis_name=axis_name)
-    g_tx, d_tx = make_optimizer(cfg.g_optimizer), make_optimizer(cfg.d_optimizer)
-    image_shape = (cfg.data.image_size, cfg.data.image_size, cfg.data.channels)
-
-    def init_fn(key: jax.Array) -> GANState:
-        return init_gan_state(key, generator, discriminator, g_tx, d_tx,
-                              latent_dim=cfg.model.latent_dim, image_shape=image_shape)
-
-    return generator, discriminator, g_tx, d_tx, init_fn
+def build_training(cfg: ml_collections.ConfigDict, devices=None):
+    """(driver, init_fn) for a config of any family."""
+    return family_of(cfg).build_training(cfg, devices)
 
 
-def build_gan_training(cfg: ml_collections.ConfigDict, devices=None):
-    """(driver, init_fn) for a GAN config: the models, optimizers and step wired together."""
-    generator, discriminator, g_tx, d_tx, init_fn = _gan_parts(cfg, DATA)
-    step = make_gan_step(
-        generator, discriminator, g_tx, d_tx, latent_dim=cfg.model.latent_dim,
-        global_batch=cfg.train.batch_size, g_loss=cfg.train.g_loss, d_steps=cfg.train.d_steps,
-        g_steps=cfg.train.g_steps, ema_halflife_kimg=cfg.train.ema_halflife_kimg,
-        ema_rampup=cfg.train.ema_rampup, axis_name=DATA)
-    driver = make_driver(cfg.train.driver, step, devices)
-    check_batch_divisible(cfg.train.batch_size, driver.num_devices, jax.process_count())
-    return driver, init_fn
-
-
-def abstract_state(cfg: ml_collections.ConfigDict) -> GANState:
+def abstract_state(cfg: ml_collections.ConfigDict) -> Any:
     """Shapes and dtypes of a config's state, without computing it."""
-    init_fn = _gan_parts(cfg, None)[-1]
-    return jax.eval_shape(init_fn, jax.random.PRNGKey(0))
-
-
-def sample_grid(cfg: ml_collections.ConfigDict, state: GANState, path: Path) -> Path:
-    """Write the config's sample grid for a host-side state."""
-    params, stats = sampling.generator_variables(cfg, state, cfg.sample.use_ema)
-    images = sampling.generate(cfg, params, stats, num=cfg.sample.num, seed=cfg.sample.seed)
-    return sampling.save_png(sampling.image_grid(images), path)
+    return family_of(cfg).abstract_state(cfg)
 
 
 def _shapes(tree: Any) -> list[tuple[str, tuple[int, ...], str]]:
@@ -154,7 +117,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     t_start = time.perf_counter()
     print(describe_devices(), flush=True)
 
-    driver, init_fn = build_gan_training(cfg, devices)
+    family = family_of(cfg)
+    driver, init_fn = family.build_training(cfg, devices)
     if not resume and main:
         moved = _move_aside(workdir)
         if moved:
@@ -175,14 +139,16 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     start = latest or 0
 
     iterator, num_examples = make_input(
-        cfg.data, global_batch=cfg.train.batch_size, seed=cfg.seed, group=cfg.train.d_steps,
+        cfg.data, global_batch=cfg.train.batch_size, seed=cfg.seed,
+        group=family.batches_per_step(cfg),
         process_index=jax.process_index(), process_count=jax.process_count(),
         position=position)
     if main:
         (workdir / "samples").mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(to_json(cfg))
     steps = cfg.train.steps
-    print(f"Training {cfg.model.arch} GAN on {cfg.data.name} ({num_examples} images, "
+    print(f"Training {cfg.model.arch} {cfg.model.family.upper()} on {cfg.data.name} "
+          f"({num_examples} images, "
           f"{cfg.data.image_size}x{cfg.data.image_size}x{cfg.data.channels}) from step {start} "
           f"to {steps}, global batch {cfg.train.batch_size} over {driver.num_devices} "
           f"device(s), driver {driver.name}; writing to {workdir}", flush=True)
@@ -194,7 +160,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         meta = {"config": json.loads(to_json(cfg)), "data_position": position.to_dict()}
         return ckpt.save(step, host_state, meta)
 
-    images_per_step = cfg.train.batch_size * cfg.train.d_steps
+    images_per_step = cfg.train.batch_size * family.batches_per_step(cfg)
+    key_a, key_b = family.progress
+    real = None  # a few training images, for reconstruction grids
     multi = jax.process_count() > 1
     batches = prefetch(iterator, cfg.data.prefetch)
     bar = tqdm(total=steps, initial=start, disable=not (progress and main), unit="step",
@@ -206,6 +174,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         with PreemptionGuard() as guard:
             for step in range(start + 1, steps + 1):
                 batch, position = next(batches)
+                if real is None:
+                    real = (batch["image"][0][:16], batch["label"][0][:16])
                 state, metrics = driver.step(state, driver.put_batch(batch))
                 if step == start + 1:  # the first call compiles; keep it out of the throughput
                     jax.block_until_ready(metrics)
@@ -219,9 +189,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                     t_log, step_log = now, step
                     writer.write({"step": step, **last, "images_per_sec": rate,
                                   "epoch": position.epoch})
-                    bar.set_postfix(d_loss=f"{last['d_loss']:.3f}",
-                                    g_loss=f"{last['g_loss']:.3f}", img_s=f"{rate:.0f}",
-                                    refresh=False)
+                    bar.set_postfix({key_a: f"{last[key_a]:.3f}", key_b: f"{last[key_b]:.3f}",
+                                     "img_s": f"{rate:.0f}"}, refresh=False)
                     if last["nonfinite_count"] and cfg.train.nonfinite == "stop":
                         _raise_diverged(driver.get_state(state), last)
                 bar.update(1)
@@ -233,18 +202,24 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                 if multi:
                     stop, timed = (any_process(stop), any_process(timed)) if logged else (
                         False, False)
-                if stop:
-                    path = save(step)
-                    ckpt.close()
-                    raise Preempted(guard.signum or signal.SIGTERM, step, path)
                 every = cfg.checkpoint.every_steps
-                if (every and step % every == 0) or timed:
-                    save(step)
+                do_save = stop or timed or bool(every and step % every == 0)
+                do_sample = (main and cfg.train.sample_every > 0 and step < steps
+                             and step % cfg.train.sample_every == 0)
+                if not (do_save or do_sample):
+                    continue
+                jax.block_until_ready(state)
+                t_aside = time.perf_counter()  # saves and grids are not training time
+                if do_save:
+                    path = save(step)
                     t_saved = time.monotonic()
-                if main and cfg.train.sample_every and step % cfg.train.sample_every == 0 \
-                        and step < steps:
-                    sample_grid(cfg, driver.get_state(state), workdir / "samples" /
-                                f"step_{step:06d}.png")
+                    if stop:
+                        ckpt.close()
+                        raise Preempted(guard.signum or signal.SIGTERM, step, path)
+                if do_sample:
+                    family.write_samples(cfg, driver.get_state(state), workdir / "samples" /
+                                         f"step_{step:06d}.png", real)
+                t_log += time.perf_counter() - t_aside
     except BaseException:
         ckpt.close()  # a checkpoint already in flight still completes
         raise
@@ -259,18 +234,18 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     if ckpt.latest_step() != final:
         save(final)
     ckpt.close()
-    grid = sample_grid(cfg, host_state, workdir / "samples" / "final.png") if main else None
+    grid = (family.write_samples(cfg, host_state, workdir / "samples" / "final.png", real)[0]
+            if main else None)
     wall = time.perf_counter() - t_start
     summary = {"steps": int(host_state.step), "metrics": last, "compile_s": compile_s,
                "wall_s": wall, "checkpoint": str(path), "samples": str(grid)}
+    shown = ", ".join(f"{k} {last[k]:.4f}" for k in family.progress if k in last)
     print(f"Done: step {summary['steps']} in {wall:.1f} s (first step incl. compile "
-          f"{compile_s:.1f} s); final d_loss {last.get('d_loss', float('nan')):.4f}, g_loss "
-          f"{last.get('g_loss', float('nan')):.4f}; samples {grid}; checkpoint {path}",
-          flush=True)
+          f"{compile_s:.1f} s); final {shown}; samples {grid}; checkpoint {path}", flush=True)
     return summary
 
 
-def _raise_diverged(state: GANState, metrics: dict[str, float]) -> None:
+def _raise_diverged(state: Any, metrics: dict[str, float]) -> None:
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     shown = f"; non-finite at the logged step: {', '.join(bad)}" if bad else ""
     raise TrainingDiverged(

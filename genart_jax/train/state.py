@@ -51,3 +51,24 @@ def init_gan_state(key: jax.Array, generator: nn.Module, discriminator: nn.Modul
         nonfinite_count=jnp.zeros((), jnp.int32),
         first_nonfinite_step=jnp.zeros((), jnp.int32),
     )
+
+
+@flax.struct.dataclass
+class VAEState:
+    step: jax.Array
+    params: PyTree
+    opt_state: PyTree
+    key: jax.Array
+    nonfinite_count: jax.Array
+    first_nonfinite_step: jax.Array
+
+
+def init_vae_state(key: jax.Array, model: nn.Module, tx: optax.GradientTransformation, *,
+                   image_shape: tuple[int, int, int], num_classes: int) -> VAEState:
+    init_key, run_key = jax.random.split(key)
+    x = jnp.zeros((2, *image_shape), jnp.float32)
+    y = jnp.zeros((2,), jnp.int32) if num_classes else None
+    params = model.init(init_key, x, y)["params"]
+    return VAEState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    key=run_key, nonfinite_count=jnp.zeros((), jnp.int32),
+                    first_nonfinite_step=jnp.zeros((), jnp.int32))
