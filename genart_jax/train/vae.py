@@ -114,7 +114,9 @@ def write_samples(cfg: ml_collections.ConfigDict, state: VAEState, path: Path,
     num = cfg.sample.num if num is None else num
     seed = cfg.sample.seed if seed is None else seed
     images = prior_samples(cfg, state.params, num=num, seed=seed, themes=themes)
-    ncols = min(cfg.model.num_classes, 10) if cfg.model.num_classes else None
+    ncols = None  # conditional: one theme per column
+    if cfg.model.num_classes:
+        ncols = len(themes) if themes else min(cfg.model.num_classes, 10)
     written = [sampling.save_png(sampling.image_grid(images, ncols=ncols), path)]
     if real is not None:
         x, y = real
