@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--workdir", default=None, help="output folder (default: runs/CONFIG_NAME)")
     t.add_argument("--steps", type=int, default=None, help="same as --config.train.steps")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--coordinator", default=None,
+                   help="host:port of process 0, for multi-process training outside SLURM/TPU")
+    t.add_argument("--num-processes", type=int, default=None)
+    t.add_argument("--process-id", type=int, default=None)
     t.add_argument("--no-resume", action="store_true",
                    help="start over even if the workdir has checkpoints (the old run is moved "
                         "to WORKDIR/replaced-TIME/)")
@@ -97,7 +101,7 @@ def _train(args, overrides: dict[str, str]) -> int:
     from genart_jax.parallel import maybe_initialize_distributed
     from genart_jax.train import train_and_evaluate
 
-    maybe_initialize_distributed()
+    maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     if args.steps is not None:
         overrides = {**overrides, "train.steps": str(args.steps)}
     cfg = load_config(args.config, overrides)

@@ -61,20 +61,51 @@ def describe_devices() -> str:
             f"{jax.process_index()} with {jax.local_device_count()} local device(s)")
 
 
-def maybe_initialize_distributed() -> None:
-    """Join a multi-process run when the environment describes one.
+def detected_cluster(env: dict[str, str] | None = None) -> str | None:
+    """'slurm' or 'tpu' when the environment is a multi-process job of that kind, else None."""
+    env = os.environ if env is None else env
+    if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1"))) > 1:
+        return "slurm"
+    if len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1:
+        return "tpu"
+    return None
 
-    Set GENART_COORDINATOR (host:port), GENART_NUM_PROCESSES and GENART_PROCESS_ID explicitly,
-    or let `jax.distributed.initialize()` auto-detect SLURM / Cloud TPU / Open MPI when
-    GENART_DISTRIBUTED=auto. Does nothing otherwise.
+
+def maybe_initialize_distributed(coordinator: str | None = None,
+                                 num_processes: int | None = None,
+                                 process_id: int | None = None) -> str:
+    """Join a multi-process run when asked or when the environment describes one; returns how.
+
+    Explicit: arguments (the CLI's --coordinator/--num-processes/--process-id) or
+    GENART_COORDINATOR (host:port), GENART_NUM_PROCESSES, GENART_PROCESS_ID. Automatic:
+    `jax.distributed.initialize()` with its own detection in a multi-task SLURM job or a
+    multi-host Cloud TPU slice, or anywhere with GENART_DISTRIBUTED=auto (Open MPI, ...);
+    GENART_DISTRIBUTED=off turns detection off. A peer that dies is noticed through missed
+    heartbeats: the survivors exit with an error after GENART_HEARTBEAT_TIMEOUT seconds
+    (default 100) instead of hanging in a collective.
     """
-    if os.environ.get("GENART_COORDINATOR"):
-        jax.distributed.initialize(
-            coordinator_address=os.environ["GENART_COORDINATOR"],
-            num_processes=int(os.environ["GENART_NUM_PROCESSES"]),
-            process_id=int(os.environ["GENART_PROCESS_ID"]))
-    elif os.environ.get("GENART_DISTRIBUTED") == "auto":
-        jax.distributed.initialize()
+    env = os.environ
+    coordinator = coordinator or env.get("GENART_COORDINATOR")
+    timeouts = {"heartbeat_timeout_seconds": int(env.get("GENART_HEARTBEAT_TIMEOUT", 100)),
+                "initialization_timeout": int(env.get("GENART_INIT_TIMEOUT", 300))}
+    if coordinator:
+        n = num_processes if num_processes is not None else env.get("GENART_NUM_PROCESSES")
+        i = process_id if process_id is not None else env.get("GENART_PROCESS_ID")
+        if n is None or i is None:
+            raise ParallelError("a coordinator address needs the number of processes and this "
+                                "process's id: --num-processes N --process-id I (or "
+                                "GENART_NUM_PROCESSES / GENART_PROCESS_ID)")
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=int(n),
+                                   process_id=int(i), **timeouts)
+        return "explicit"
+    mode = env.get("GENART_DISTRIBUTED", "")
+    if mode == "off":
+        return "off"
+    cluster = detected_cluster()
+    if mode == "auto" or cluster:
+        jax.distributed.initialize(**timeouts)
+        return cluster or "auto"
+    return "single"
 
 
 def any_process(flag: bool) -> bool:

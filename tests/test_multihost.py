@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -16,7 +17,7 @@ from genart_jax.config import from_json
 from genart_jax.train import abstract_state
 from tests.test_cli import TINY
 
-ARGS = ["train", "--steps", "3", "--no-progress", "--config.train.log_every=1"]
+ARGS = ["train", "--no-progress", "--config.train.log_every=1"]
 FAMILIES = {
     "gan": TINY,
     "vae": ["--config", "vae_digits", "--config.model.vae_hidden=(32, 16)",
@@ -30,12 +31,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(workdir, devices, extra_env, family_args):
+def start(workdir, devices, extra_env, family_args, steps=3):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra_env)
     return subprocess.Popen([sys.executable, "-m", "genart_jax.cli", *ARGS, *family_args,
-                             "--workdir", str(workdir)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             "--steps", str(steps), "--workdir", str(workdir)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(procs, timeout=400):
@@ -78,3 +79,31 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path, family):
     assert steps == [1, 2, 3]
     assert sorted(p.name for p in (multi / "samples").iterdir()) == sorted(
         p.name for p in (single / "samples").iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [0, 1], ids=["coordinator-dies", "worker-dies"])
+def test_a_dead_peer_ends_the_other_process_in_bounded_time(tmp_path, victim):
+    port = free_port()
+    procs = [start(tmp_path, 2, {"GENART_COORDINATOR": f"127.0.0.1:{port}",
+                                 "GENART_NUM_PROCESSES": "2", "GENART_PROCESS_ID": str(i),
+                                 "GENART_HEARTBEAT_TIMEOUT": "10"},
+                   TINY, steps=100_000)
+             for i in range(2)]
+    try:
+        t0 = time.time()
+        while not (tmp_path / "metrics.jsonl").is_file():  # both are training
+            assert time.time() - t0 < 180, "training did not start"
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            time.sleep(0.05)
+        procs[victim].kill()
+        t_kill = time.time()
+        _, err = procs[1 - victim].communicate(timeout=120)
+        waited = time.time() - t_kill
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert procs[1 - victim].returncode != 0
+    assert "JAX distributed service detected fatal errors" in err
+    assert waited < 60, waited

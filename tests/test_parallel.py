@@ -115,3 +115,22 @@ def test_step_does_not_retrace():
     for batch in make_batches(cfg):
         state, _ = driver.step(state, driver.put_batch(batch))
     assert driver._step._cache_size() == 1
+
+
+def test_cluster_detection_from_the_environment():
+    from genart_jax.parallel import detected_cluster
+
+    assert detected_cluster({}) is None
+    assert detected_cluster({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}) is None
+    assert detected_cluster({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}) == "slurm"
+    assert detected_cluster({"TPU_WORKER_HOSTNAMES": "t1"}) is None
+    assert detected_cluster({"TPU_WORKER_HOSTNAMES": "t1,t2,t3,t4"}) == "tpu"
+
+
+def test_coordinator_without_process_counts_is_a_clear_error(monkeypatch):
+    from genart_jax.parallel import maybe_initialize_distributed
+
+    monkeypatch.delenv("GENART_NUM_PROCESSES", raising=False)
+    monkeypatch.delenv("GENART_PROCESS_ID", raising=False)
+    with pytest.raises(ParallelError, match="--num-processes N --process-id I"):
+        maybe_initialize_distributed("127.0.0.1:1234")

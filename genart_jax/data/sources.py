@@ -45,8 +45,10 @@ def _embedded_builder(name: str, data_dir: Path):
     from genart_jax.data.digits import Digits
 
     builders = {"digits": Digits}
-    builder = builders[name](data_dir=str(data_dir), file_format="array_record")
+    # Built inside the lock: a builder reads the dataset's info when constructed, so one made
+    # while another process is still preparing would see no splits.
     with _file_lock(data_dir / f".{name}.lock"):
+        builder = builders[name](data_dir=str(data_dir), file_format="array_record")
         if not builder.is_prepared():
             print(f"Preparing the embedded dataset '{name}' into {data_dir} (once) ...", flush=True)
             builder.download_and_prepare(file_format="array_record")

@@ -115,14 +115,18 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     workdir = Path(workdir)
     main = jax.process_index() == 0
     t_start = time.perf_counter()
-    print(describe_devices(), flush=True)
+    print(describe_devices(), flush=True)  # every process: which devices it found
+
+    def log(text: str) -> None:  # everything else from process 0 only
+        if main:
+            print(text, flush=True)
 
     family = family_of(cfg)
     driver, init_fn = family.build_training(cfg, devices)
     if not resume and main:
         moved = _move_aside(workdir)
         if moved:
-            print(f"--no-resume: moved the previous run to {moved}", flush=True)
+            log(f"--no-resume: moved the previous run to {moved}")
     ckpt = checkpoint.Checkpointer(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
     writer = MetricsWriter(workdir / "metrics.jsonl", enabled=main)
     latest = ckpt.latest_step() if resume else None
@@ -134,8 +138,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         host, meta, latest = checkpoint.restore(workdir, abstract_state(cfg), latest)
         state, position = driver.put_state(host), Position(**meta["data_position"])
         writer.truncate_after(latest)
-        print(f"Resuming from checkpoint {latest} (data epoch {position.epoch}, batch "
-              f"{position.batch})", flush=True)
+        log(f"Resuming from checkpoint {latest} (data epoch {position.epoch}, batch "
+            f"{position.batch})")
     start = latest or 0
 
     iterator, num_examples = make_input(
@@ -147,11 +151,11 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         (workdir / "samples").mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(to_json(cfg))
     steps = cfg.train.steps
-    print(f"Training {cfg.model.arch} {cfg.model.family.upper()} on {cfg.data.name} "
-          f"({num_examples} images, "
-          f"{cfg.data.image_size}x{cfg.data.image_size}x{cfg.data.channels}) from step {start} "
-          f"to {steps}, global batch {cfg.train.batch_size} over {driver.num_devices} "
-          f"device(s), driver {driver.name}; writing to {workdir}", flush=True)
+    log(f"Training {cfg.model.arch} {cfg.model.family.upper()} on {cfg.data.name} "
+        f"({num_examples} images, "
+        f"{cfg.data.image_size}x{cfg.data.image_size}x{cfg.data.channels}) from step {start} "
+        f"to {steps}, global batch {cfg.train.batch_size} over {driver.num_devices} "
+        f"device(s), driver {driver.name}; writing to {workdir}")
 
     def save(step: int) -> Path:
         host_state = driver.get_state(state)
@@ -240,8 +244,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     summary = {"steps": int(host_state.step), "metrics": last, "compile_s": compile_s,
                "wall_s": wall, "checkpoint": str(path), "samples": str(grid)}
     shown = ", ".join(f"{k} {last[k]:.4f}" for k in family.progress if k in last)
-    print(f"Done: step {summary['steps']} in {wall:.1f} s (first step incl. compile "
-          f"{compile_s:.1f} s); final {shown}; samples {grid}; checkpoint {path}", flush=True)
+    log(f"Done: step {summary['steps']} in {wall:.1f} s (first step incl. compile "
+        f"{compile_s:.1f} s); final {shown}; samples {grid}; checkpoint {path}")
     return summary
 
 
