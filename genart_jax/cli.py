@@ -72,6 +72,23 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--split", default=None, help="split (default: config vae.eval_split)")
     v.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only")
 
+    r = sub.add_parser(
+        "prepare", help="prepare a TFDS dataset, or a folder of your own images, once",
+        description="genart prepare NAME (a TFDS dataset; needs the [prepare] extra) or "
+                    "genart prepare folder PATH --name NAME (your images; no TensorFlow)")
+    r.add_argument("what", help="a TFDS dataset name, or the word 'folder'")
+    r.add_argument("path", nargs="?", default=None, help="with 'folder': the image folder")
+    r.add_argument("--data_dir", default="", help="where prepared data go (default: "
+                   "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    r.add_argument("--manual-dir", default=None, help="TFDS: files downloaded by hand")
+    r.add_argument("--name", default=None, help="folder: the dataset's name (lower_snake_case)")
+    r.add_argument("--size", type=int, default=64, help="folder: square side in pixels")
+    r.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    r.add_argument("--labels-from-subfolders", action="store_true",
+                   help="folder: each subfolder is a class (theme)")
+    r.add_argument("--strict", action="store_true",
+                   help="folder: stop at the first unreadable file instead of skipping it")
+
     e = sub.add_parser("export", help="write the generator alone (.msgpack + .json config)")
     e.add_argument("--workdir", required=True)
     e.add_argument("--out", required=True, help="FILE.msgpack; FILE.json is written beside it")
@@ -181,6 +198,33 @@ class _UsageError(ValueError):
     """A flag combination that cannot work for this workdir."""
 
 
+def _prepare(args) -> int:
+    if args.what != "folder":
+        from genart_jax.data.prepare import prepare_tfds
+
+        if args.path:
+            raise _UsageError(f"unexpected {args.path!r}: only `genart prepare folder PATH` "
+                              "takes a path")
+        prepare_tfds(args.what, args.data_dir, args.manual_dir)
+        return 0
+    from genart_jax.data.folder import REPORT, prepare_folder
+
+    if not args.path or not args.name:
+        raise _UsageError("usage: genart prepare folder PATH --name NAME [--size 64] ...")
+    report = prepare_folder(args.path, args.name, data_dir=args.data_dir, size=args.size,
+                            channels=args.channels,
+                            labels_from_subfolders=args.labels_from_subfolders,
+                            strict=args.strict)
+    print(f"{report['name']}: {report['images']} images of {args.size}x{args.size}x"
+          f"{args.channels}, {len(report['skipped'])} skipped, classes {report['classes']}; "
+          f"report {report['data_dir']}/{report['name']}/{REPORT}. Train with --config."
+          f"data.name={report['name']} --config.data.channels={args.channels} "
+          f"--config.data.image_size={args.size}")
+    for item in report["skipped"][:10]:
+        print(f"  skipped {item['file']}: {item['reason']}")
+    return 0
+
+
 def _export(args) -> int:
     from genart_jax.export import export_generator
 
@@ -205,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args, _split_overrides(extra, parser))
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        commands = {"sample": _sample, "export": _export, "eval": _eval}
+        commands = {"sample": _sample, "export": _export, "eval": _eval, "prepare": _prepare}
         return commands[args.command](args)
     except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
             _UsageError) as e:

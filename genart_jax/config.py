@@ -66,6 +66,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.ema_rampup = 0.05  # half-life at most this fraction of images seen; 0 = off
     c.train.nonfinite = "stop"  # on a NaN/Inf loss or gradient: "stop" or "skip" the update
 
+    c.augment = ml_collections.ConfigDict()
+    c.augment.flip = False  # GAN: random horizontal flips of real images
+    c.augment.diffaugment = ""  # GAN: e.g. "color,translation,cutout" on real and fake for D
+
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000  # 0 = only at the end (and on preemption)
     c.checkpoint.every_minutes = 10.0  # also save when this much time passed; 0 = off
@@ -212,6 +216,12 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     if arch not in _ARCHS[family]:
         raise ConfigError(f"model.arch {arch!r} is not a {family} architecture; choose one of "
                           f"{_ARCHS[family]}")
+    from genart_jax.augment import parse_policy
+
+    try:
+        parse_policy(flat["augment.diffaugment"])
+    except ValueError as e:
+        raise ConfigError(f"config key 'augment.diffaugment': {e}") from e
     for key in ("model.num_classes", "vae.kl_warmup_steps", "vae.beta"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")

@@ -39,7 +39,7 @@ def test_digits_wrong_split_is_an_error():
 
 
 def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
-    with pytest.raises(DataError, match="(?s)not prepared.*download_and_prepare.*data.data_dir"):
+    with pytest.raises(DataError, match="(?s)not prepared.*genart prepare mnist.*data.data_dir"):
         open_source("mnist", "train", str(tmp_path))
     with pytest.raises(DataError, match="unknown TFDS dataset 'no_such_set'"):
         open_source("no_such_set", "train", str(tmp_path))

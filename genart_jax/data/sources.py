@@ -66,20 +66,20 @@ def open_source(name: str, split: str, data_dir: str = "") -> Sequence[dict[str,
             raise DataError(f"dataset '{name}' has splits {sorted(builder.info.splits)}, "
                             f"not '{split}'; set data.split")
         return builder.as_data_source(split=split)
-    how = (f"Prepare it once on a machine with TensorFlow and network access: pip install "
-           f"tensorflow-cpu && python -c \"import tensorflow_datasets as tfds; tfds.builder("
-           f"'{name}', data_dir='{root}').download_and_prepare(file_format='array_record')\", "
-           f"then point data.data_dir (or $TFDS_DATA_DIR) at that folder. The embedded dataset "
-           f"needs none of this: data.name=digits.")
+    how = (f"Prepare it once, on a machine with network access: pip install -e \".[prepare]\" "
+           f"&& genart prepare {name} --data_dir {root} (or prepare it elsewhere and point "
+           f"data.data_dir / $TFDS_DATA_DIR at that folder); for your own images use `genart "
+           f"prepare folder PATH --name NAME`. The embedded dataset needs none of this: "
+           f"data.name=digits.")
     try:
         builder = tfds.builder(name, data_dir=str(root))
     except Exception as e:  # DatasetNotFoundError and friends
         raise DataError(f"unknown TFDS dataset '{name}': {e}") from e
-    if not builder.is_prepared():
-        raise DataError(f"TFDS dataset '{name}' is not prepared under {root}. {how}")
     try:
         return builder.as_data_source(split=split)
-    except Exception as e:  # prepared in another file format, unknown split, ...
+    except Exception as e:  # not prepared, prepared in another file format, unknown split...
+        if not builder.is_prepared():
+            raise DataError(f"TFDS dataset '{name}' is not prepared under {root}. {how}") from e
         raise DataError(f"cannot read TFDS dataset '{name}' split '{split}' from {root} "
                         f"({type(e).__name__}: {e}). It must be prepared as array_record "
                         f"and have that split. {how}") from e
@@ -88,9 +88,14 @@ def open_source(name: str, split: str, data_dir: str = "") -> Sequence[dict[str,
 def read_examples(source: Sequence[dict[str, Any]], indices: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (k, H, W, C), labels int32 (k,)) for `indices` of `source`."""
+    keys = [int(i) for i in indices]
     getitems = getattr(source, "__getitems__", None)
-    records = getitems(list(map(int, indices))) if getitems else [source[int(i)]
-                                                                   for i in indices]
+    try:
+        records = getitems(keys) if getitems else None
+    except TypeError:  # a source whose batch read has another signature (e.g. TFDS mock data)
+        records = None
+    if records is None:
+        records = [source[k] for k in keys]
     images = []
     for r in records:
         img = np.asarray(r["image"])

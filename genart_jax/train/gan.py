@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from genart_jax import sampling
+from genart_jax.augment import parse_policy
 from genart_jax.models import build_gan
 from genart_jax.parallel import DATA, check_batch_divisible, make_driver
 from genart_jax.train.gan_step import make_gan_step
@@ -38,7 +39,8 @@ def build_training(cfg: ml_collections.ConfigDict, devices=None):
         generator, discriminator, g_tx, d_tx, latent_dim=cfg.model.latent_dim,
         global_batch=cfg.train.batch_size, g_loss=cfg.train.g_loss, d_steps=cfg.train.d_steps,
         g_steps=cfg.train.g_steps, ema_halflife_kimg=cfg.train.ema_halflife_kimg,
-        ema_rampup=cfg.train.ema_rampup, axis_name=DATA)
+        ema_rampup=cfg.train.ema_rampup, diffaugment=parse_policy(cfg.augment.diffaugment),
+        flip=cfg.augment.flip, axis_name=DATA)
     driver = make_driver(cfg.train.driver, step, devices)
     check_batch_divisible(cfg.train.batch_size, driver.num_devices, jax.process_count())
     return driver, init_fn

@@ -22,6 +22,7 @@ import optax
 from jax import lax
 
 from genart_jax import losses
+from genart_jax.augment import augment_batch
 from genart_jax.train.state import GANState
 
 PyTree = Any
@@ -80,21 +81,33 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
                   g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation, *,
                   latent_dim: int, global_batch: int, g_loss: str = "non_saturating",
                   d_steps: int = 1, g_steps: int = 1, ema_halflife_kimg: float = 10.0,
-                  ema_rampup: float = 0.05, axis_name: str = "data"
+                  ema_rampup: float = 0.05, diffaugment: tuple[str, ...] = (),
+                  flip: bool = False, axis_name: str = "data"
                   ) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
     """Build `step(state, batch) -> (state, metrics)` for one device of the `axis_name` group.
 
     `batch["image"]` has shape (d_steps, local_batch, H, W, C): one real batch per D update.
     Metrics are averaged over the group, so every device returns the same numbers. An
     iteration with a NaN/Inf loss or gradient norm changes no weights (`guard_nonfinite`).
+    `diffaugment` (policy names) augments real and generated images before every D pass;
+    `flip` flips real images at random.
     """
+
+    def d_input(x, key, real):
+        if not (diffaugment or (flip and real)):
+            return x
+        keys = example_keys(key, x.shape[0], axis_name)
+        return augment_batch(keys, x, diffaugment, with_flip=flip and real)
     if g_loss not in losses.GENERATOR_LOSSES:
         raise ValueError(f"unknown generator loss {g_loss!r}")
 
     def pmean(tree):
         return lax.pmean(tree, axis_name)
 
-    def d_update(d_params, d_stats, d_opt, real, fake):
+    def d_update(d_params, d_stats, d_opt, real, fake, key):
+        real = d_input(real, jax.random.fold_in(key, 0), True)
+        fake = d_input(fake, jax.random.fold_in(key, 1), False)
+
         def loss_fn(p):
             real_logits, stats = apply_train(discriminator, p, d_stats, real)
             fake_logits, stats = apply_train(discriminator, p, stats, fake)
@@ -133,7 +146,8 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
             fake, g_vjp, g_stats_new = g_forward(state.g_params, g_stats,
                                                  jax.random.fold_in(key, i))
             d_params, d_stats, d_opt, d_metrics = d_update(
-                d_params, d_stats, d_opt, real_batches[i], fake)
+                d_params, d_stats, d_opt, real_batches[i], fake,
+                jax.random.fold_in(key, 1000 + i))
         # G's running statistics advance once per generator forward that a G update uses.
         g_params, g_opt = state.g_params, state.g_opt_state
         for j in range(g_steps):
@@ -141,7 +155,10 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
                 fake, g_vjp, g_stats_new = g_forward(g_params, g_stats,
                                                      jax.random.fold_in(key, d_steps + j))
 
-            def loss_of_fake(x):
+            aug_key = jax.random.fold_in(key, 2000 + j)
+
+            def loss_of_fake(x, aug_key=aug_key):
+                x = d_input(x, aug_key, False)  # G learns through the augmentation
                 logits, _ = apply_train(discriminator, d_params, d_stats, x)
                 return losses.generator_loss(logits, g_loss)
 
