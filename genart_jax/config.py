@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.channels = 1
     c.data.cache = True  # keep the preprocessed split in host memory (small datasets)
     c.data.prefetch = 2  # batches prepared ahead on a background thread
+    c.data.on_device = False  # keep the whole (cached) split on the devices, gather there
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 2000
@@ -216,6 +217,10 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     if arch not in _ARCHS[family]:
         raise ConfigError(f"model.arch {arch!r} is not a {family} architecture; choose one of "
                           f"{_ARCHS[family]}")
+    if flat["data.on_device"] and not (flat["data.cache"] and flat["train.driver"] ==
+                                       "shard_map"):
+        raise ConfigError("data.on_device=true needs data.cache=true and "
+                          "train.driver=shard_map")
     from genart_jax.augment import parse_policy
 
     try:

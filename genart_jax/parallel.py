@@ -137,6 +137,7 @@ class ShardMapDriver:
         mapped = jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(None, DATA)),
                                out_specs=(P(), P()), check_vma=False)
         self._step = jax.jit(mapped, donate_argnums=(0,) if donate else ())
+        self._gather = None
 
     def init_state(self, init_fn: Callable[[jax.Array], PyTree], key: jax.Array) -> PyTree:
         """Create the state already replicated on the mesh (no host round trip)."""
@@ -158,6 +159,19 @@ class ShardMapDriver:
 
     def step(self, state: PyTree, batch: PyTree) -> tuple[PyTree, PyTree]:
         return self._step(state, batch)
+
+    def put_dataset(self, arrays: PyTree) -> PyTree:
+        """A whole (small) dataset, replicated on every device, for `gather_batch`."""
+        return self.put_state(arrays)
+
+    def gather_batch(self, dataset: PyTree, local_batch: PyTree) -> PyTree:
+        """{"image": indices (group, local_batch), "label": ...} -> the sharded global batch,
+        images gathered on the devices from the resident `dataset`."""
+        if self._gather is None:
+            self._gather = jax.jit(lambda data, idx: data[idx],
+                                   out_shardings=self.batch_sharding)
+        batch = self.put_batch(local_batch)
+        return dict(batch, image=self._gather(dataset, batch["image"]))
 
     def get_state(self, state: PyTree) -> PyTree:
         return _host_copy(state)

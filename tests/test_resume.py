@@ -184,3 +184,9 @@ def test_export_round_trip_samples_identically(halfway, tmp_path):
     (tmp_path / "gen.json").write_text('{"format": "something else"}')
     with pytest.raises(ExportError, match="is not a genart_jax.generator.v1 export"):
         load_generator(path)
+
+
+def test_device_resident_data_gives_the_same_run(uninterrupted, tmp_path):
+    cfg, want = uninterrupted
+    train(apply_overrides(cfg, {"data.on_device": "true"}), tmp_path, STEPS)
+    assert_states(final_state(cfg, tmp_path)[0], want, exact=True)

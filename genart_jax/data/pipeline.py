@@ -155,20 +155,29 @@ def prefetch(iterator: Iterator[Any], size: int) -> Iterator[Any]:
 
 def make_input(data_cfg: Any, *, global_batch: int, seed: int, group: int = 1,
                process_index: int = 0, process_count: int = 1,
-               position: Position = Position()) -> tuple[BatchIterator, int]:
-    """The training input for a config's `data` section: (iterator, number of examples)."""
+               position: Position = Position(), cached: tuple | None = None
+               ) -> tuple[BatchIterator, int]:
+    """The training input for a config's `data` section: (iterator, number of examples).
+
+    `cached`: the whole split already preprocessed, (images, labels); with data.on_device the
+    iterator then yields example indices in place of images ({"image": int32 indices}), for
+    the batch to be gathered on the device."""
     from genart_jax.data.sources import open_source, read_examples
 
-    source = open_source(data_cfg.name, data_cfg.split, data_cfg.data_dir)
-    n = len(source)
     size, channels = data_cfg.image_size, data_cfg.channels
-    if data_cfg.cache:
-        images, labels = read_examples(source, np.arange(n))
-        images = to_model_input(images, size, channels)
+    if cached is None and data_cfg.cache:
+        cached = load_cached(data_cfg)
+    if cached is not None:
+        images, labels = cached
+        n = len(images)
+        on_device = data_cfg.on_device
 
         def fetch(idx):
-            return images[idx], labels[idx]
+            return (idx.astype(np.int32) if on_device else images[idx]), labels[idx]
     else:
+        source = open_source(data_cfg.name, data_cfg.split, data_cfg.data_dir)
+        n = len(source)
+
         def fetch(idx):
             raw, lab = read_examples(source, idx)
             return to_model_input(raw, size, channels), lab
@@ -177,6 +186,11 @@ def make_input(data_cfg: Any, *, global_batch: int, seed: int, group: int = 1,
                        process_index=process_index, process_count=process_count,
                        position=position)
     return it, n
+
+
+def load_cached(data_cfg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The configured split, whole, preprocessed: (images float32, labels int32)."""
+    return read_split(data_cfg, data_cfg.split)
 
 
 def read_split(data_cfg: Any, split: str, limit: int | None = None

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from genart_jax import checkpoint
 from genart_jax.config import flatten, to_json
 from genart_jax.data import Position, make_input, prefetch
+from genart_jax.data.pipeline import load_cached
 from genart_jax.parallel import any_process, describe_devices
 from genart_jax.train.families import family_of
 from genart_jax.train.preemption import PreemptionGuard
@@ -142,11 +143,19 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
             f"{position.batch})")
     start = latest or 0
 
+    cached = load_cached(cfg.data) if cfg.data.cache else None
     iterator, num_examples = make_input(
         cfg.data, global_batch=cfg.train.batch_size, seed=cfg.seed,
         group=family.batches_per_step(cfg),
         process_index=jax.process_index(), process_count=jax.process_count(),
-        position=position)
+        position=position, cached=cached)
+    if cfg.data.on_device:  # the split lives on the devices; batches are gathered there
+        resident = driver.put_dataset(cached[0])
+
+        def to_device(batch):
+            return driver.gather_batch(resident, batch)
+    else:
+        to_device = driver.put_batch
     if main:
         (workdir / "samples").mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(to_json(cfg))
@@ -179,8 +188,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
             for step in range(start + 1, steps + 1):
                 batch, position = next(batches)
                 if real is None:
-                    real = (batch["image"][0][:16], batch["label"][0][:16])
-                state, metrics = driver.step(state, driver.put_batch(batch))
+                    first = batch["image"][0][:16]
+                    real = (cached[0][first] if cfg.data.on_device else first,
+                            batch["label"][0][:16])
+                state, metrics = driver.step(state, to_device(batch))
                 if step == start + 1:  # the first call compiles; keep it out of the throughput
                     jax.block_until_ready(metrics)
                     compile_s = time.perf_counter() - t_log
