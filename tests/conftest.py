@@ -4,6 +4,7 @@ configs that compile fast."""
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")  # also for started processes
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 
@@ -15,6 +16,8 @@ from genart_jax.config import load_config  # noqa: E402
 # Flax's BatchNorm mixes bfloat16 and float32 internally, so strict dtype promotion (as in
 # equinox's tests) cannot be switched on here; rank promotion can.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# As in the Flax examples' tests: XLA optimisations off (set above, before JAX starts, so the
+# processes that tests start inherit it); compiles are several times faster.
 
 
 @pytest.fixture(scope="session", autouse=True)
