@@ -89,6 +89,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--strict", action="store_true",
                    help="folder: stop at the first unreadable file instead of skipping it")
 
+    b = sub.add_parser("bench", help="throughput per device, MFU, drivers, dtypes, fusion, "
+                                     "PyTorch peers; writes results.json/.md and plots")
+    b.add_argument("--configs", default="bench_dcgan32", help="comma-separated config names")
+    b.add_argument("--devices", default=None, help="device counts, e.g. 1,8 (default: 1 and all)")
+    b.add_argument("--drivers", default="shard_map,pmap")
+    b.add_argument("--dtypes", default="float32,bfloat16")
+    b.add_argument("--steps-per-call", default="1,4", help="k steps fused per call, e.g. 1,4")
+    b.add_argument("--batches", default=None, help="global batch sizes (default: the config's)")
+    b.add_argument("--steps", type=int, default=20, help="timed steps per case")
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--no-peers", action="store_true", help="skip the PyTorch references")
+    b.add_argument("--out", default="benchmarks/results/latest")
+
     e = sub.add_parser("export", help="write the generator alone (.msgpack + .json config)")
     e.add_argument("--workdir", required=True)
     e.add_argument("--out", required=True, help="FILE.msgpack; FILE.json is written beside it")
@@ -225,6 +238,25 @@ def _prepare(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    import jax
+
+    from benchmarks.bench import run
+
+    def ints(text):
+        return [int(t) for t in text.split(",") if t.strip()]
+
+    n = jax.device_count()
+    devices = ints(args.devices) if args.devices else sorted({1, n})
+    if max(devices) > n:
+        raise _UsageError(f"--devices {args.devices}: only {n} device(s) here")
+    run([c.strip() for c in args.configs.split(",")], devices, args.drivers.split(","),
+        args.dtypes.split(","), ints(args.steps_per_call),
+        ints(args.batches) if args.batches else None, args.steps, args.warmup,
+        not args.no_peers, Path(args.out))
+    return 0
+
+
 def _export(args) -> int:
     from genart_jax.export import export_generator
 
@@ -249,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args, _split_overrides(extra, parser))
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        commands = {"sample": _sample, "export": _export, "eval": _eval, "prepare": _prepare}
+        commands = {"sample": _sample, "export": _export, "eval": _eval, "prepare": _prepare,
+                    "bench": _bench}
         return commands[args.command](args)
     except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
             _UsageError) as e:

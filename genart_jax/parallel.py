@@ -121,20 +121,37 @@ def _host_copy(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
+def fuse_steps(step: Step, k: int) -> Step:
+    """k steps in one compiled call: `lax.scan` over batches stacked on a leading axis of k;
+    metrics come back stacked (k, ...). Removes the host dispatch between steps."""
+    if k == 1:
+        return step
+
+    def fused(state, batches):
+        return jax.lax.scan(step, state, batches)
+
+    return fused
+
+
 class ShardMapDriver:
-    """jit over shard_map on a Mesh: state replicated, batch sharded on `DATA`."""
+    """jit over shard_map on a Mesh: state replicated, batch sharded on `DATA`. With
+    `steps_per_call=k` each call runs k steps on batches stacked on a leading axis."""
 
     name = "shard_map"
 
-    def __init__(self, step: Step, mesh: Mesh | None = None, donate: bool = True):
+    def __init__(self, step: Step, mesh: Mesh | None = None, donate: bool = True,
+                 steps_per_call: int = 1):
         self.mesh = make_mesh() if mesh is None else mesh
         self.num_devices = self.mesh.size
+        self.steps_per_call = steps_per_call
+        lead = (None,) if steps_per_call > 1 else ()
+        step = fuse_steps(step, steps_per_call)
         self.replicated = NamedSharding(self.mesh, P())
-        self.batch_sharding = NamedSharding(self.mesh, P(None, DATA))
+        self.batch_sharding = NamedSharding(self.mesh, P(*lead, None, DATA))
         # check_vma=False gives the step pmap's semantics: gradients of replicated params are
         # local until the body's explicit `lax.pmean` (with check_vma=True, JAX would psum them
         # implicitly and the body's pmean would then scale them by the device count).
-        mapped = jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(None, DATA)),
+        mapped = jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(*lead, None, DATA)),
                                out_specs=(P(), P()), check_vma=False)
         self._step = jax.jit(mapped, donate_argnums=(0,) if donate else ())
         self._gather = None
@@ -151,10 +168,13 @@ class ShardMapDriver:
 
     def put_batch(self, local_batch: PyTree) -> PyTree:
         """Process-local arrays (d_steps, local_batch, ...) -> one global array per leaf."""
+        axis = 2 if self.steps_per_call > 1 else 1  # the batch axis
+
         def put(x):
             x = np.asarray(x)
-            shape = (x.shape[0], x.shape[1] * jax.process_count(), *x.shape[2:])
-            return jax.make_array_from_process_local_data(self.batch_sharding, x, shape)
+            shape = list(x.shape)
+            shape[axis] *= jax.process_count()
+            return jax.make_array_from_process_local_data(self.batch_sharding, x, tuple(shape))
         return jax.tree.map(put, local_batch)
 
     def step(self, state: PyTree, batch: PyTree) -> tuple[PyTree, PyTree]:
@@ -177,7 +197,9 @@ class ShardMapDriver:
         return _host_copy(state)
 
     def get_metrics(self, metrics: PyTree) -> dict[str, float]:
-        return {k: float(v) for k, v in jax.device_get(metrics).items()}
+        """Metrics of the (last) step of a call, as floats."""
+        return {k: float(np.asarray(v).reshape(-1)[-1]) for k, v in
+                jax.device_get(metrics).items()}
 
 
 class PmapDriver:
@@ -186,14 +208,15 @@ class PmapDriver:
     name = "pmap"
 
     def __init__(self, step: Step, devices: Sequence[jax.Device] | None = None,
-                 donate: bool = True):
+                 donate: bool = True, steps_per_call: int = 1):
         if jax.process_count() > 1:
             raise ParallelError("train.driver=pmap runs within one process; use "
                                 "train.driver=shard_map for multi-process training")
         self.devices = list(jax.local_devices() if devices is None else devices)
         self.num_devices = len(self.devices)
-        self._step = jax.pmap(step, axis_name=DATA, devices=self.devices,
-                              donate_argnums=(0,) if donate else ())
+        self.steps_per_call = steps_per_call
+        self._step = jax.pmap(fuse_steps(step, steps_per_call), axis_name=DATA,
+                              devices=self.devices, donate_argnums=(0,) if donate else ())
 
     def init_state(self, init_fn: Callable[[jax.Array], PyTree], key: jax.Array) -> PyTree:
         return self.put_state(jax.jit(init_fn)(key))
@@ -204,14 +227,16 @@ class PmapDriver:
                             host_state)
 
     def put_batch(self, local_batch: PyTree) -> PyTree:
-        """(d_steps, B, ...) -> (devices, d_steps, B / devices, ...), contiguous per device."""
+        """([k,] d_steps, B, ...) -> (devices, [k,] d_steps, B / devices, ...), contiguous per
+        device."""
         n = self.num_devices
+        axis = 2 if self.steps_per_call > 1 else 1
 
         def split(x):
             x = np.asarray(x)
-            d, b = x.shape[:2]
-            x = x.reshape(d, n, b // n, *x.shape[2:])
-            return np.moveaxis(x, 1, 0)
+            b = x.shape[axis]
+            x = x.reshape(*x.shape[:axis], n, b // n, *x.shape[axis + 1:])
+            return np.moveaxis(x, axis, 0)
         return jax.tree.map(split, local_batch)
 
     def step(self, state: PyTree, batch: PyTree) -> tuple[PyTree, PyTree]:
@@ -221,14 +246,16 @@ class PmapDriver:
         return _host_copy(jax.tree.map(lambda x: x[0], state))
 
     def get_metrics(self, metrics: PyTree) -> dict[str, float]:
-        return {k: float(v[0]) for k, v in jax.device_get(metrics).items()}
+        return {k: float(np.asarray(v[0]).reshape(-1)[-1]) for k, v in
+                jax.device_get(metrics).items()}
 
 
 def make_driver(name: str, step: Step, devices: Sequence[jax.Device] | None = None,
-                donate: bool = True) -> ShardMapDriver | PmapDriver:
+                donate: bool = True, steps_per_call: int = 1) -> ShardMapDriver | PmapDriver:
     """The driver named by `train.driver`."""
     if name == "shard_map":
-        return ShardMapDriver(step, make_mesh(devices), donate=donate)
+        return ShardMapDriver(step, make_mesh(devices), donate=donate,
+                              steps_per_call=steps_per_call)
     if name == "pmap":
-        return PmapDriver(step, devices, donate=donate)
+        return PmapDriver(step, devices, donate=donate, steps_per_call=steps_per_call)
     raise ParallelError(f"unknown driver {name!r}; choose 'shard_map' or 'pmap'")

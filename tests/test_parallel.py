@@ -134,3 +134,24 @@ def test_coordinator_without_process_counts_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("GENART_PROCESS_ID", raising=False)
     with pytest.raises(ParallelError, match="--num-processes N --process-id I"):
         maybe_initialize_distributed("127.0.0.1:1234")
+
+
+@pytest.mark.parametrize("driver_name", ["shard_map", "pmap"])
+def test_fused_steps_equal_single_steps(driver_name):
+    from genart_jax.config import apply_overrides
+
+    cfg = apply_overrides(tiny_config("dcgan"), {"train.driver": driver_name})
+    batches = make_batches(cfg)
+    single, init_fn = build_training(cfg, jax.devices()[:4])
+    state = single.init_state(init_fn, jax.random.PRNGKey(0))
+    for b in batches:
+        state, metrics = single.step(state, single.put_batch(b))
+    fused, _ = build_training(cfg, jax.devices()[:4], steps_per_call=STEPS)
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
+    fstate, fmetrics = fused.step(fused.init_state(init_fn, jax.random.PRNGKey(0)),
+                                  fused.put_batch(stacked))
+    assert int(fused.get_state(fstate).step) == STEPS
+    assert_trees_close(fused.get_state(fstate).g_params, single.get_state(state).g_params,
+                       atol=1e-5)
+    assert fused.get_metrics(fmetrics)["g_loss"] == pytest.approx(
+        single.get_metrics(metrics)["g_loss"], rel=1e-5)

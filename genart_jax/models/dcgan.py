@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -29,6 +30,52 @@ def num_stages(image_size: int) -> int:
             f"128, ...), got {image_size}; set data.image_size accordingly"
         )
     return int(k)
+
+
+def upsample_conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    """The k4/s2/p1 transposed convolution out[2i + k - 1] += x[i] * w[k] (w: (4, 4, in, out))
+    as four 2x2 stride-1 convolutions interleaved: output pixel (2m + a, 2n + b) correlates the
+    input at rows (m - 1 + a, m + a), columns (n - 1 + b, n + b) with taps w[3-a::-2, 3-b::-2]."""
+    rows = []
+    for a in (0, 1):
+        cols = []
+        for b in (0, 1):
+            cols.append(lax.conv_general_dilated(
+                x, w[3 - a::-2, 3 - b::-2], window_strides=(1, 1),
+                padding=((1 - a, a), (1 - b, b)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        rows.append(jnp.stack(cols, axis=3))  # (N, H, W, 2[b], C)
+    y = jnp.stack(rows, axis=2)  # (N, H, 2[a], W, 2[b], C)
+    n, h, _, wd, _, c = y.shape
+    return y.reshape(n, 2 * h, 2 * wd, c)
+
+
+def _conv_s2(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    return lax.conv_general_dilated(x, w, window_strides=(2, 2), padding=((1, 1), (1, 1)),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def downsample_conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    """Convolution with kernel 4, stride 2, padding 1 (w: (4, 4, in, out)). Same values and
+    gradients as `lax.conv_general_dilated`, but the input gradient, a k4/s2 transposed
+    convolution, runs in four-phase form (`upsample_conv`), which XLA:CPU computes about 3x
+    faster than its dilated-input convolution."""
+    return _conv_s2(x, w)
+
+
+def _down_fwd(x, w):
+    return _conv_s2(x, w), (x, w)
+
+
+def _down_bwd(res, ct):
+    x, w = res
+    dx = upsample_conv(ct, jnp.swapaxes(w, 2, 3))
+    (dw,) = jax.vjp(lambda w_: _conv_s2(x, w_), w)[1](ct)
+    return dx.astype(x.dtype), dw
+
+
+downsample_conv.defvjp(_down_fwd, _down_bwd)
 
 
 class UpConv(nn.Module):
@@ -48,20 +95,7 @@ class UpConv(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         w = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-        x = x.astype(self.dtype)
-        w = w.astype(self.dtype)
-        rows = []
-        for a in (0, 1):
-            cols = []
-            for b in (0, 1):
-                cols.append(lax.conv_general_dilated(
-                    x, w[3 - a::-2, 3 - b::-2], window_strides=(1, 1),
-                    padding=((1 - a, a), (1 - b, b)),
-                    dimension_numbers=("NHWC", "HWIO", "NHWC")))
-            rows.append(jnp.stack(cols, axis=3))  # (N, H, W, 2[b], C)
-        y = jnp.stack(rows, axis=2)  # (N, H, 2[a], W, 2[b], C)
-        n, h, _, wd, _, c = y.shape
-        y = y.reshape(n, 2 * h, 2 * wd, c)
+        y = upsample_conv(x.astype(self.dtype), w.astype(self.dtype))
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,))
             y = y + bias.astype(self.dtype).reshape(1, 1, 1, -1)
@@ -101,6 +135,19 @@ class DCGANGenerator(nn.Module):
         return jnp.tanh(x.astype(jnp.float32))
 
 
+class DownConv(nn.Module):
+    """Convolution kernel 4, stride 2, padding 1, no bias (see `downsample_conv`)."""
+
+    features: int
+    dtype: Dtype = jnp.float32
+    kernel_init: Any = dcgan_init
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        w = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
+        return downsample_conv(x.astype(self.dtype), w.astype(self.dtype))
+
+
 class DCGANDiscriminator(nn.Module):
     """image (N, S, S, C) -> logits (N,) of the probability that the image is real."""
 
@@ -115,8 +162,7 @@ class DCGANDiscriminator(nn.Module):
         x = x.astype(self.dtype)
         c = self.width
         for i in range(stages):
-            x = nn.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
-                        kernel_init=dcgan_init, dtype=self.dtype)(x)
+            x = DownConv(c, dtype=self.dtype, name=f"Conv_{i}")(x)
             if i > 0:
                 x = _batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)(x)
             x = nn.leaky_relu(x, 0.2)

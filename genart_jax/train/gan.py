@@ -32,7 +32,7 @@ def _parts(cfg: ml_collections.ConfigDict, axis_name: str | None):
     return generator, discriminator, g_tx, d_tx, init_fn
 
 
-def build_training(cfg: ml_collections.ConfigDict, devices=None):
+def build_training(cfg: ml_collections.ConfigDict, devices=None, steps_per_call: int = 1):
     """(driver, init_fn) for a GAN config."""
     generator, discriminator, g_tx, d_tx, init_fn = _parts(cfg, DATA)
     step = make_gan_step(
@@ -41,7 +41,7 @@ def build_training(cfg: ml_collections.ConfigDict, devices=None):
         g_steps=cfg.train.g_steps, ema_halflife_kimg=cfg.train.ema_halflife_kimg,
         ema_rampup=cfg.train.ema_rampup, diffaugment=parse_policy(cfg.augment.diffaugment),
         flip=cfg.augment.flip, axis_name=DATA)
-    driver = make_driver(cfg.train.driver, step, devices)
+    driver = make_driver(cfg.train.driver, step, devices, steps_per_call=steps_per_call)
     check_batch_divisible(cfg.train.batch_size, driver.num_devices, jax.process_count())
     return driver, init_fn
 

@@ -63,9 +63,10 @@ class MetricsWriter:
             self.path.write_text("".join(ln + "\n" for ln in kept))
 
 
-def build_training(cfg: ml_collections.ConfigDict, devices=None):
-    """(driver, init_fn) for a config of any family."""
-    return family_of(cfg).build_training(cfg, devices)
+def build_training(cfg: ml_collections.ConfigDict, devices=None, steps_per_call: int = 1):
+    """(driver, init_fn) for a config of any family; `steps_per_call` > 1 fuses that many
+    steps into one compiled call (batches stacked on a leading axis)."""
+    return family_of(cfg).build_training(cfg, devices, steps_per_call)
 
 
 def abstract_state(cfg: ml_collections.ConfigDict) -> Any:

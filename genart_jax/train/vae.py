@@ -43,12 +43,12 @@ def _init_fn(cfg: ml_collections.ConfigDict):
                                                  num_classes=cfg.model.num_classes)
 
 
-def build_training(cfg: ml_collections.ConfigDict, devices=None):
+def build_training(cfg: ml_collections.ConfigDict, devices=None, steps_per_call: int = 1):
     """(driver, init_fn) for a VAE config."""
     model, tx, init_fn = _init_fn(cfg)
     step = make_vae_step(model, tx, Likelihood.from_config(cfg.vae), beta=cfg.vae.beta,
                          kl_warmup_steps=cfg.vae.kl_warmup_steps, axis_name=DATA)
-    driver = make_driver(cfg.train.driver, step, devices)
+    driver = make_driver(cfg.train.driver, step, devices, steps_per_call=steps_per_call)
     check_batch_divisible(cfg.train.batch_size, driver.num_devices, jax.process_count())
     return driver, init_fn
 

@@ -1,0 +1,74 @@
+"""PyTorch reference of the same DCGAN (pytorch/examples layers at 32x32: ConvTranspose2d
+k4 s2 p1 stages, BatchNorm, ReLU / LeakyReLU 0.2, BCE, Adam 2e-4 / 0.5), one D update and one
+G update per step reusing the one generator forward, timed like genart_jax's step."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def build(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3, size: int = 32):
+    import torch
+    from torch import nn
+
+    stages = {32: 3, 64: 4}[size]
+    g_layers, c = [], ngf * 2 ** (stages - 1)
+    g_layers += [nn.ConvTranspose2d(nz, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU(True)]
+    for _ in range(stages - 1):
+        g_layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2),
+                     nn.ReLU(True)]
+        c //= 2
+    g_layers += [nn.ConvTranspose2d(c, nc, 4, 2, 1, bias=False), nn.Tanh()]
+    d_layers, c = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)], ndf
+    for _ in range(stages - 1):
+        d_layers += [nn.Conv2d(c, c * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c * 2),
+                     nn.LeakyReLU(0.2, True)]
+        c *= 2
+    d_layers += [nn.Conv2d(c, 1, 4, 1, 0, bias=False), nn.Flatten()]
+    g, d = nn.Sequential(*g_layers), nn.Sequential(*d_layers)
+    return g, d, torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999)), \
+        torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
+
+
+def time_steps(batch: int = 128, steps: int = 20, warmup: int = 3, compile_model: bool = False,
+               size: int = 32, nz: int = 100) -> dict:
+    """Seconds per train step (median, p90) of the PyTorch DCGAN on the CPU."""
+    import torch
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    g, d, opt_g, opt_d = build(nz=nz, size=size)
+    if compile_model:
+        g, d = torch.compile(g), torch.compile(d)
+    real = torch.rand(batch, 3, size, size) * 2 - 1
+    ones, zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
+
+    def step():
+        z = torch.randn(batch, nz, 1, 1)
+        fake = g(z)
+        opt_d.zero_grad()
+        loss_d = (F.binary_cross_entropy_with_logits(d(real), ones)
+                  + F.binary_cross_entropy_with_logits(d(fake.detach()), zeros))
+        loss_d.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        loss_g = F.binary_cross_entropy_with_logits(d(fake), ones)
+        loss_g.backward()
+        opt_g.step()
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    warm_s = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    med = statistics.median(times)
+    return {"peer": "pytorch " + ("torch.compile" if compile_model else "eager"),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch,
+            "step_s_median": med, "step_s_p90": times[int(0.9 * (len(times) - 1))],
+            "images_per_sec": batch / med, "warmup_s": warm_s}
