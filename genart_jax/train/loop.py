@@ -110,7 +110,7 @@ def _move_aside(workdir: Path) -> Path | None:
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                        progress: bool = True, devices=None, resume: bool = True
                        ) -> dict[str, Any]:
-    """Train the GAN of `cfg` up to `cfg.train.steps` iterations, writing into `workdir`:
+    """Train the model of `cfg` up to `cfg.train.steps` iterations, writing into `workdir`:
     config.json, metrics.jsonl, samples/*.png and checkpoints/. Resumes from the latest
     checkpoint there unless `resume=False` (which moves the old run aside). Returns a summary.
     """
