@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from genart_jax.data.sources import DataError, resolve_data_dir
+from genart_jax.data.sources import DataError, resolve_data_dir, tfds_builder
 
 NETWORK_HINTS = ("network", "connection", "resolve", "unreachable", "timed out", "download",
                  "urlopen", "ssl", "http")
@@ -28,12 +28,7 @@ def prepare_tfds(name: str, data_dir: str = "", manual_dir: str | None = None) -
             f"pip install -e \".[prepare]\" (about 1.6 GB; only preparing needs it, training "
             f"reads the prepared files without it). Your own images need no TensorFlow: "
             f"genart prepare folder PATH --name NAME")
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=str(root))
-    except Exception as e:
-        raise DataError(f"unknown TFDS dataset '{name}': {e}") from e
+    builder = tfds_builder(name, root)
     if builder.is_prepared():
         print(f"{name} is already prepared in {root}; nothing to do")
         return root

@@ -55,9 +55,18 @@ def _embedded_builder(name: str, data_dir: Path):
     return builder
 
 
+def tfds_builder(name: str, root: Path):
+    """The TFDS builder of a standard dataset; an unknown name is a DataError."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(name, data_dir=str(root))
+    except Exception as e:  # DatasetNotFoundError and friends
+        raise DataError(f"unknown TFDS dataset '{name}': {e}") from e
+
+
 def open_source(name: str, split: str, data_dir: str = "") -> Sequence[dict[str, Any]]:
     """A random-access sequence of examples {"image": uint8 (H, W, C), "label": int, ...}."""
-    import tensorflow_datasets as tfds
 
     root = resolve_data_dir(data_dir)
     if name in EMBEDDED:
@@ -71,10 +80,7 @@ def open_source(name: str, split: str, data_dir: str = "") -> Sequence[dict[str,
            f"data.data_dir / $TFDS_DATA_DIR at that folder); for your own images use `genart "
            f"prepare folder PATH --name NAME`. The embedded dataset needs none of this: "
            f"data.name=digits.")
-    try:
-        builder = tfds.builder(name, data_dir=str(root))
-    except Exception as e:  # DatasetNotFoundError and friends
-        raise DataError(f"unknown TFDS dataset '{name}': {e}") from e
+    builder = tfds_builder(name, root)
     try:
         return builder.as_data_source(split=split)
     except Exception as e:  # not prepared, prepared in another file format, unknown split...
