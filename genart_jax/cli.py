@@ -1,4 +1,4 @@
-"""`genart train | sample | eval | export`: parse flags, then call the library."""
+"""genart: generative art models in JAX. Each command parses its flags, then calls the library."""
 
 from __future__ import annotations
 

@@ -51,6 +51,12 @@ def test_wrong_types_and_values_are_errors():
         apply_overrides(base_config(), {"data.cache": "perhaps"})
     with pytest.raises(ConfigError, match="'model.arch' is 'resnet'"):
         apply_overrides(base_config(), {"model.arch": "resnet"})
+    with pytest.raises(ConfigError, match="GANs here are unconditional"):
+        apply_overrides(base_config(), {"model.num_classes": "10"})
+    with pytest.raises(ConfigError, match="not a vae architecture"):
+        apply_overrides(base_config(), {"model.family": "vae"})  # arch dcgan
+    with pytest.raises(ConfigError, match="data.on_device=true needs"):
+        apply_overrides(base_config(), {"data.on_device": "true", "train.driver": "pmap"})
     with pytest.raises(ConfigError, match="train.batch_size' must be positive"):
         apply_overrides(base_config(), {"train.batch_size": "0"})
     bad = base_config()
