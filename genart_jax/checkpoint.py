@@ -85,19 +85,20 @@ def restore(workdir: str | Path, target: PyTree, step: int | None = None
             ) -> tuple[PyTree, dict[str, Any], int]:
     """(state, meta, step) of checkpoint `step` (default: the latest) as host arrays shaped like
     `target` (a pytree of arrays or `jax.ShapeDtypeStruct`)."""
-    available = []
-    if checkpoint_dir(workdir).is_dir():
-        with manager(workdir) as mngr:
-            available = list(mngr.all_steps())
-    if not available:
-        raise CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)}; train first with "
+    missing = CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)}; train first with "
                               f"`genart train --workdir {workdir}`")
-    step = max(available) if step is None else step
-    if step not in available:
-        raise CheckpointError(f"no checkpoint for step {step} in {checkpoint_dir(workdir)}; "
-                              f"available steps: {sorted(available)}")
-    abstract = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), target)
+    if not checkpoint_dir(workdir).is_dir():  # checked first: a manager would create it
+        raise missing
     with manager(workdir) as mngr:
+        available = list(mngr.all_steps())
+        if not available:
+            raise missing
+        step = max(available) if step is None else step
+        if step not in available:
+            raise CheckpointError(f"no checkpoint for step {step} in "
+                                  f"{checkpoint_dir(workdir)}; available steps: "
+                                  f"{sorted(available)}")
+        abstract = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), target)
         try:
             restored = mngr.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))

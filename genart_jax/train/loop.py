@@ -167,8 +167,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         f"to {steps}, global batch {cfg.train.batch_size} over {driver.num_devices} "
         f"device(s), driver {driver.name}; writing to {workdir}")
 
-    def save(step: int) -> Path:
-        host_state = driver.get_state(state)
+    def save(step: int, host_state: Any) -> Path:
         if cfg.train.nonfinite == "stop" and int(host_state.nonfinite_count):
             _raise_diverged(host_state, {})
         meta = {"config": json.loads(to_json(cfg)), "data_position": position.to_dict()}
@@ -226,14 +225,15 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                     continue
                 jax.block_until_ready(state)
                 t_aside = time.perf_counter()  # saves and grids are not training time
+                host_state = driver.get_state(state)  # one host copy for save and grid
                 if do_save:
-                    path = save(step)
+                    path = save(step, host_state)
                     t_saved = time.monotonic()
                     if stop:
                         ckpt.close()
                         raise Preempted(guard.signum or signal.SIGTERM, step, path)
                 if do_sample:
-                    family.write_samples(cfg, driver.get_state(state), workdir / "samples" /
+                    family.write_samples(cfg, host_state, workdir / "samples" /
                                          f"step_{step:06d}.png", real)
                 t_log += time.perf_counter() - t_aside
     except BaseException:
@@ -248,7 +248,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     ckpt.wait()
     path = checkpoint.checkpoint_dir(workdir) / str(final)
     if ckpt.latest_step() != final:
-        save(final)
+        save(final, host_state)
     ckpt.close()
     grid = (family.write_samples(cfg, host_state, workdir / "samples" / "final.png", real)[0]
             if main else None)
