@@ -36,20 +36,21 @@ class ClassifierError(ValueError):
 
 
 class CNN(nn.Module):
-    """Stride-2 conv stages from `image_size` down to 4x4, a dense feature layer, logits.
+    """Stride-2 conv stages from `image_size` (any square size >= 8) down to 4x4 or less, a
+    dense feature layer, logits.
 
     `features(x)` is the post-ReLU penultimate activation (`feature_dim` wide)."""
 
     num_classes: int
     image_size: int
-    width: int = 32
+    width: int = 16
     feature_dim: int = 128
 
     def setup(self):
-        k = math.log2(self.image_size / 4) if self.image_size >= 8 else -1
-        if k < 1 or k != int(k):
-            raise ClassifierError(f"the classifier needs a square image size of 4 * 2^k pixels "
-                                  f"(8, 16, 32, ...), got {self.image_size}")
+        if self.image_size < 8:
+            raise ClassifierError(f"the classifier needs images of at least 8x8 pixels, got "
+                                  f"{self.image_size}")
+        k = math.ceil(math.log2(self.image_size / 4))  # 'SAME' stride 2: 28 -> 14 -> 7 -> 4
         widths = [min(self.width * 2 ** i, 8 * self.width) for i in range(int(k))]
         self.convs = [nn.Conv(w, (3, 3), name=f"conv{i}") for i, w in enumerate(widths)]
         self.downs = [nn.Conv(w, (3, 3), strides=(2, 2), name=f"down{i}")
@@ -121,7 +122,7 @@ class Extractor:
         images = np.asarray(images, np.float32)
         try:
             out = _batched(functools.partial(self._features, self.params), images)
-        except (TypeError, ValueError, KeyError) as e:
+        except Exception as e:  # anything the user's module raises (shapes, param names)
             raise ClassifierError(f"the extractor {self.name} failed on images of shape "
                                   f"{images.shape}: {e}") from e
         return out.reshape(len(out), -1)
@@ -166,8 +167,8 @@ def accuracy(clf: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
     return float((clf.probabilities(images).argmax(-1) == labels).mean())
 
 
-def train_classifier(data_cfg: Any, out_dir: str | Path, *, steps: int = 600,
-                     batch_size: int = 64, seed: int = 0, width: int = 32,
+def train_classifier(data_cfg: Any, out_dir: str | Path, *, steps: int = 500,
+                     batch_size: int = 64, seed: int = 0, width: int = 16,
                      feature_dim: int = 128, learning_rate: float = 1e-3,
                      max_shift: int = 2, test_split: str = "test", progress: bool = True
                      ) -> dict[str, Any]:
@@ -235,13 +236,15 @@ def save_classifier(out_dir: str | Path, params: PyTree, meta: dict[str, Any]) -
     return out
 
 
-def train_command(data: str) -> str:
-    """The command that trains the default classifier for dataset `data`."""
-    return f"genart train-classifier --data {data} --out {default_dir(data)}"
+def default_dir(data: str, image_size: int) -> Path:
+    """Where `genart train-classifier` saves, and `genart eval` looks, by default."""
+    return Path("runs") / f"classifier_{data}_{image_size}"
 
 
-def default_dir(data: str) -> Path:
-    return Path("runs") / f"classifier_{data}"
+def train_command(data: str, image_size: int, channels: int) -> str:
+    """The command that trains the default classifier for a dataset at a size."""
+    return (f"genart train-classifier --data {data} --image-size {image_size} --channels "
+            f"{channels} --out {default_dir(data, image_size)}")
 
 
 def load_classifier(path: str | Path) -> Classifier:
@@ -251,7 +254,7 @@ def load_classifier(path: str | Path) -> Classifier:
     path = Path(path)
     meta_file = path / META_FILE
     if not meta_file.is_file():
-        hint = "train one with `genart train-classifier --data NAME --out DIR`"
+        hint = "train one with `genart train-classifier --data NAME --image-size S --out DIR`"
         if not path.exists():
             raise ClassifierError(f"no classifier at {path}: {hint}")
         raise ClassifierError(f"{path} is not a genart_jax classifier (no {META_FILE}); {hint}")

@@ -64,13 +64,65 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--theme", default=None,
                    help="class(es) of a conditional model: 3, or 1,4,7 for several in one grid")
 
-    v = sub.add_parser("eval", help="VAE: negative ELBO and K-sample IWAE bound on held-out data")
-    v.add_argument("--workdir", required=True)
+    v = sub.add_parser(
+        "eval", help="sample quality (FID, KID, precision/recall in a classifier's features) "
+                     "of a GAN or VAE; for a VAE also -ELBO and the K-sample IWAE bound",
+        description="genart eval --workdir W [--metrics fid,kid,pr]: samples of the model vs "
+                    "held-out real images, in the features of a classifier trained with "
+                    "`genart train-classifier` (or your own --extractor). A VAE workdir "
+                    "reports its likelihood bounds, and the metrics when --metrics is given. "
+                    "--reference SPLIT scores real images of SPLIT instead of a model.")
+    src = v.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="training workdir (latest checkpoint, or --step)")
+    src.add_argument("--reference", metavar="SPLIT", default=None,
+                     help="no model: score the real images of SPLIT against the held-out "
+                          "split (a real-vs-real baseline; data from --data/--image-size/"
+                          "--channels)")
     v.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     v.add_argument("--samples", type=int, default=None,
-                   help="K importance samples (default: config vae.eval_samples)")
-    v.add_argument("--split", default=None, help="split (default: config vae.eval_split)")
-    v.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only")
+                   help="VAE: K importance samples (default: config vae.eval_samples)")
+    v.add_argument("--split", default=None, help="held-out split of real images (default: "
+                   "config vae.eval_split for a VAE, 'test' otherwise)")
+    v.add_argument("--limit", type=int, default=None, help="use the first N real images only")
+    v.add_argument("--metrics", default=None,
+                   help="comma-separated subset of fid,kid,pr (default: all for a GAN or "
+                        "--reference; none for a VAE)")
+    v.add_argument("--classifier", default=None, help="folder written by `genart "
+                   "train-classifier` (default: runs/classifier_DATA_SIZE)")
+    v.add_argument("--extractor", default=None, metavar="MODULE:CLASS",
+                   help="your own Flax feature extractor, package.module:ClassName")
+    v.add_argument("--extractor-params", default=None, help="its params (flax msgpack)")
+    v.add_argument("--extractor-kwargs", default=None,
+                   help="JSON file of its constructor arguments (default: none)")
+    v.add_argument("--num", type=int, default=None,
+                   help="generated images (default: as many as real images)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the generated images and KID")
+    v.add_argument("--no-ema", action="store_true",
+                   help="GAN: the raw generator weights instead of their moving average")
+    v.add_argument("--data", default="digits", help="--reference: dataset name")
+    v.add_argument("--image-size", type=int, default=32, help="--reference: image size")
+    v.add_argument("--channels", type=int, default=1, choices=(1, 3),
+                   help="--reference: channels")
+
+    c = sub.add_parser("train-classifier",
+                       help="train the CNN whose features the quality metrics use",
+                       description="Trains a small CNN on a labelled dataset's train split, "
+                                   "reports its held-out accuracy and saves it (Orbax params "
+                                   "+ classifier.json) for `genart eval --metrics`.")
+    c.add_argument("--data", default="digits", help="dataset name (default: digits)")
+    c.add_argument("--image-size", type=int, default=32,
+                   help="square size in pixels, as the models you evaluate (default: 32)")
+    c.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    c.add_argument("--data_dir", default="", help="prepared data (default: $TFDS_DATA_DIR or "
+                   "~/tensorflow_datasets)")
+    c.add_argument("--out", default=None,
+                   help="output folder (default: runs/classifier_DATA_SIZE)")
+    c.add_argument("--steps", type=int, default=500)
+    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--width", type=int, default=16, help="channels of the first conv stage")
+    c.add_argument("--feature-dim", type=int, default=128, help="width of the feature layer")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     r = sub.add_parser(
         "prepare", help="prepare a TFDS dataset, or a folder of your own images, once",
@@ -179,27 +231,121 @@ def _sample(args) -> int:
     return 0
 
 
+def _data_config(name: str, image_size: int, channels: int, data_dir: str = ""):
+    """The default config's data section with these values (no model to validate against)."""
+    from genart_jax.config import load_config
+
+    data = load_config(None).data
+    with data.unlocked():
+        data.update(name=name, image_size=image_size, channels=channels, data_dir=data_dir)
+    return data
+
+
+def _train_classifier(args) -> int:
+    from genart_jax.classifier import default_dir, train_classifier
+
+    data_cfg = _data_config(args.data, args.image_size, args.channels, args.data_dir)
+    out = Path(args.out) if args.out else default_dir(args.data, args.image_size)
+    meta = train_classifier(data_cfg, out, steps=args.steps, batch_size=args.batch_size,
+                            seed=args.seed, width=args.width, feature_dim=args.feature_dim,
+                            progress=not args.no_progress)
+    print(f"{meta['dataset']} classifier ({meta['image_size']}x{meta['image_size']}x"
+          f"{meta['channels']}, {meta['num_classes']} classes, {meta['feature_dim']}-d "
+          f"features): {meta['steps']} steps in {meta['seconds']} s; accuracy "
+          f"{meta['test_accuracy']:.4f} on {meta['test_split']} ({meta['test_examples']} "
+          f"images), {meta['train_accuracy']:.4f} on {meta['train_split']}; saved to {out}")
+    return 0
+
+
+def _quality(args, data_cfg, split: str, which, fake_fn) -> dict:
+    """Real images of `split`, `fake_fn(num)` images, both through the feature network."""
+    from genart_jax import quality
+    from genart_jax.classifier import ClassifierError
+    from genart_jax.data import read_split
+
+    net = quality.feature_network(data_cfg, args.classifier, args.extractor,
+                                  args.extractor_params, args.extractor_kwargs)
+    real, _ = read_split(data_cfg, split, args.limit)
+    num = args.num or len(real)
+    if num <= 0:
+        raise _UsageError(f"--num must be positive, got {num}")
+    fake = fake_fn(num)
+    try:
+        result = quality.evaluate(net, real, fake, which, seed=args.seed)
+    except ClassifierError:
+        raise
+    except ValueError as e:  # too few images for a metric
+        raise _UsageError(str(e)) from e
+    return {"features": net.name, "real_split": split, "real_images": len(real),
+            "generated_images": num, **result}
+
+
+def _print_quality(result: dict, what: str) -> None:
+    print(f"{what} ({result['generated_images']} images) vs {result['real_split']} split "
+          f"({result['real_images']} images):")
+    for key, val in result.items():
+        if key.startswith(("FID", "KID", "precision", "recall")):
+            print(f"  {key}: {val:.6g}" if key.startswith("KID") else f"  {key}: {val:.4f}")
+
+
 def _eval(args) -> int:
     import json
 
+    from genart_jax import quality
     from genart_jax.data import read_split
     from genart_jax.train import vae
 
+    try:
+        which = quality.parse_metrics(args.metrics) if args.metrics else None
+    except ValueError as e:
+        raise _UsageError(str(e)) from e
+    if args.reference:
+        data_cfg = _data_config(args.data, args.image_size, args.channels)
+        split = args.split or "test"
+        if split == args.reference:
+            raise _UsageError(f"--reference {split} is the held-out split itself; compare "
+                              f"another split (e.g. --reference train)")
+
+        def real_images(num):
+            images, _ = read_split(data_cfg, args.reference, num)
+            return images
+
+        result = {"reference_split": args.reference,
+                  **_quality(args, data_cfg, split, which or quality.metrics.METRICS,
+                             real_images)}
+        _print_quality(result, f"{args.reference} split")
+        print(json.dumps(result))
+        return 0
     cfg, state, step = _restore_workdir(args.workdir, args.step)
-    if cfg.model.family != "vae":
-        raise _UsageError("genart eval reports likelihood bounds of VAEs; this workdir holds a "
-                          f"{cfg.model.family.upper()}")
-    split = args.split or cfg.vae.eval_split
-    k = args.samples or cfg.vae.eval_samples
-    if k <= 0:
-        raise _UsageError(f"--samples must be positive, got {k}")
-    images, labels = read_split(cfg.data, split, args.limit)
-    result = {"step": step, "split": split, "likelihood": cfg.vae.likelihood,
-              **vae.evaluate(cfg, state.params, images, labels, k=k)}
-    print(f"step {step}, {split} split ({result['examples']} images, {cfg.vae.likelihood} "
-          f"likelihood): -ELBO {result['neg_elbo_nats']:.2f} nats "
-          f"({result['neg_elbo_bits_per_dim']:.4f} bits/dim); -IWAE(K={k}) "
-          f"{result['neg_iwae_nats']:.2f} nats ({result['neg_iwae_bits_per_dim']:.4f} bits/dim)")
+    result = {"step": step}
+    if cfg.model.family == "vae":
+        split = args.split or cfg.vae.eval_split
+        k = args.samples or cfg.vae.eval_samples
+        if k <= 0:
+            raise _UsageError(f"--samples must be positive, got {k}")
+        images, labels = read_split(cfg.data, split, args.limit)
+        result.update(split=split, likelihood=cfg.vae.likelihood,
+                      **vae.evaluate(cfg, state.params, images, labels, k=k))
+        print(f"step {step}, {split} split ({result['examples']} images, "
+              f"{cfg.vae.likelihood} likelihood): -ELBO {result['neg_elbo_nats']:.2f} nats "
+              f"({result['neg_elbo_bits_per_dim']:.4f} bits/dim); -IWAE(K={k}) "
+              f"{result['neg_iwae_nats']:.2f} nats ({result['neg_iwae_bits_per_dim']:.4f} "
+              f"bits/dim)")
+        what = f"step {step} VAE prior samples"
+    else:
+        if args.samples is not None:
+            raise _UsageError("--samples is the K of a VAE's IWAE bound; use --num for the "
+                              "number of generated images")
+        which = which or quality.metrics.METRICS
+        split = args.split or "test"
+        result["ema"] = not args.no_ema
+        what = f"step {step} {'raw' if args.no_ema else 'EMA'} generator samples"
+    if which:
+        result.update(seed=args.seed, **_quality(
+            args, cfg.data, split, which,
+            lambda num: quality.model_samples(cfg, state, num=num, seed=args.seed,
+                                              use_ema=not args.no_ema)))
+        _print_quality(result, what)
     out = Path(args.workdir) / "eval.json"
     with open(out, "a") as f:
         f.write(json.dumps(result) + "\n")
@@ -268,6 +414,7 @@ def _export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from genart_jax.checkpoint import CheckpointError
+    from genart_jax.classifier import ClassifierError
     from genart_jax.config import ConfigError
     from genart_jax.data import DataError
     from genart_jax.export import ExportError
@@ -282,10 +429,10 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         commands = {"sample": _sample, "export": _export, "eval": _eval, "prepare": _prepare,
-                    "bench": _bench}
+                    "bench": _bench, "train-classifier": _train_classifier}
         return commands[args.command](args)
     except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
-            _UsageError) as e:
+            ClassifierError, _UsageError) as e:
         print(f"genart: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

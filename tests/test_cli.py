@@ -117,19 +117,6 @@ def test_conditional_vae_train_eval_sample_export(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_eval_of_a_gan_workdir_is_a_clear_error(tmp_path, capsys):
-    from genart_jax import checkpoint as ckpt
-    from genart_jax.config import load_config, to_json
-
-    cfg = load_config("dcgan_digits", {"model.g_width": "8", "model.d_width": "8",
-                                       "data.image_size": "16"})
-    (tmp_path / "config.json").write_text(to_json(cfg))
-    driver_state = jax_state(cfg)
-    ckpt.save(tmp_path, 0, driver_state, {"config": {}, "data_position": {}})
-    assert main(["eval", "--workdir", str(tmp_path)]) == 2
-    assert "likelihood bounds of VAEs" in capsys.readouterr().err
-
-
 def jax_state(cfg):
     import jax
 
