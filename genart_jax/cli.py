@@ -169,13 +169,19 @@ def _sample(args) -> int:
               f"reconstructions and interpolation of {cfg.vae.eval_split} images to "
               f"{', '.join(map(str, paths[1:]))}")
         return 0
-    if themes is not None:  # unreachable until conditional GANs exist (num_classes == 0)
-        raise _UsageError("conditional GAN sampling is not available")
     if not args.from_export:
         params, stats = sampling.generator_variables(cfg, state, not args.no_ema)
-    images = sampling.generate(cfg, params, stats, num=args.num, seed=args.seed)
-    out = sampling.save_png(sampling.image_grid(images), args.out)
-    print(f"Wrote {args.num} samples from step {step} ({kind} generator) to {out}")
+    try:
+        grid = sampling.sample_grid(cfg, params, stats, num=args.num, seed=args.seed,
+                                    themes=themes)
+    except ValueError as e:  # e.g. --num 0
+        raise _UsageError(str(e)) from e
+    out = sampling.save_png(grid, args.out)
+    what = ""
+    if cfg.model.num_classes:
+        shown = themes or range(cfg.model.num_classes)
+        what = f", one theme per column: {','.join(map(str, shown))}"
+    print(f"Wrote {args.num} samples from step {step} ({kind} generator{what}) to {out}")
     return 0
 
 
