@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ema", action="store_true",
                    help="use the raw generator weights instead of their moving average")
     s.add_argument("--theme", default=None,
-                   help="class(es) of a conditional model: 3, or 1,4,7 for several in one grid")
+                   help="class(es) of a conditional model: 3, or 1,4,7 for one per column "
+                        "(default: every class, column c is class c)")
 
     v = sub.add_parser("eval", help="VAE: negative ELBO and K-sample IWAE bound on held-out data")
     v.add_argument("--workdir", required=True)
