@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ema", action="store_true",
                    help="use the raw generator weights instead of their moving average")
     s.add_argument("--theme", default=None,
-                   help="class(es) of a conditional model: 3, or 1,4,7 for several in one grid")
+                   help="class(es) of a conditional model: 3, or 1,4,7 for one per column "
+                        "(default: every class, column c is class c)")
 
     v = sub.add_parser(
         "eval", help="sample quality (FID, KID, precision/recall in a classifier's features) "
@@ -221,13 +222,19 @@ def _sample(args) -> int:
               f"reconstructions and interpolation of {cfg.vae.eval_split} images to "
               f"{', '.join(map(str, paths[1:]))}")
         return 0
-    if themes is not None:  # unreachable until conditional GANs exist (num_classes == 0)
-        raise _UsageError("conditional GAN sampling is not available")
     if not args.from_export:
         params, stats = sampling.generator_variables(cfg, state, not args.no_ema)
-    images = sampling.generate(cfg, params, stats, num=args.num, seed=args.seed)
-    out = sampling.save_png(sampling.image_grid(images), args.out)
-    print(f"Wrote {args.num} samples from step {step} ({kind} generator) to {out}")
+    try:
+        grid = sampling.sample_grid(cfg, params, stats, num=args.num, seed=args.seed,
+                                    themes=themes)
+    except ValueError as e:  # e.g. --num 0
+        raise _UsageError(str(e)) from e
+    out = sampling.save_png(grid, args.out)
+    what = ""
+    if cfg.model.num_classes:
+        shown = themes or range(cfg.model.num_classes)
+        what = f", one theme per column: {','.join(map(str, shown))}"
+    print(f"Wrote {args.num} samples from step {step} ({kind} generator{what}) to {out}")
     return 0
 
 

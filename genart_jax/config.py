@@ -227,9 +227,6 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
         parse_policy(flat["augment.diffaugment"])
     except ValueError as e:
         raise ConfigError(f"config key 'augment.diffaugment': {e}") from e
-    if family == "gan" and flat["model.num_classes"]:
-        raise ConfigError("model.num_classes > 0 (a conditional model) is available for VAEs; "
-                          "GANs here are unconditional, set model.num_classes=0")
     for key in ("model.num_classes", "vae.kl_warmup_steps", "vae.beta"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")

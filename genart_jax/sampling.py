@@ -1,5 +1,9 @@
-"""Sampling: generator outputs for fixed seeds, BatchNorm recalibration for EMA weights, and
-sample grids as PNG."""
+"""Sampling: generator outputs for fixed seeds, BatchNorm recalibration for EMA weights, themes
+(classes) of conditional models, and sample grids as PNG.
+
+Theme grids (conditional GANs and VAEs alike): sample i has latent i and theme
+themes[i % len(themes)], in a grid of len(themes) columns, so each column is one theme and each
+row one latent seed; without themes, every class in order (column c is class c)."""
 
 from __future__ import annotations
 
@@ -27,17 +31,28 @@ def latents(seed: int, num: int, latent_dim: int, start: int = 0) -> jax.Array:
         jnp.arange(start, start + num))
 
 
+def theme_labels(num: int, num_classes: int, themes: list[int] | None = None
+                 ) -> tuple[np.ndarray | None, int | None]:
+    """(labels (num,) int32, grid columns) for `num` samples of the given themes (default: all
+    classes), one theme per column; (None, None) for an unconditional model."""
+    if num_classes <= 0:
+        return None, None
+    themes = list(themes) if themes else list(range(num_classes))
+    labels = np.asarray([themes[i % len(themes)] for i in range(num)], np.int32)
+    return labels, len(themes)
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _recalibrate(calibrator, params, batch_stats, z):
-    _, upd = calibrator.apply({"params": params, "batch_stats": batch_stats}, z, train=True,
+def _recalibrate(calibrator, params, batch_stats, z, y):
+    _, upd = calibrator.apply({"params": params, "batch_stats": batch_stats}, z, y, train=True,
                               mutable=["batch_stats"])
     return upd["batch_stats"]
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _generate(generator, params, batch_stats, z):
+def _generate(generator, params, batch_stats, z, y):
     variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
-    return generator.apply(variables, z, train=False)
+    return generator.apply(variables, z, y, train=False)
 
 
 def recalibrated_batch_stats(cfg: ml_collections.ConfigDict, g_params: PyTree,
@@ -46,12 +61,15 @@ def recalibrated_batch_stats(cfg: ml_collections.ConfigDict, g_params: PyTree,
 
     EMA weights never ran in training, so the running statistics of the raw generator do not
     fit them; with momentum 0 the running statistics become those of the calibration batch.
+    A conditional generator is calibrated on every class equally (labels cycling 0, 1, ...), the
+    mix it saw in training on average.
     """
     if not g_batch_stats:
         return g_batch_stats
     calibrator, _ = build_gan(cfg.model, cfg.data, axis_name=None, bn_momentum=0.0)
     z = latents(seed + 1_000_003, CALIBRATION_BATCH, cfg.model.latent_dim)
-    return _recalibrate(calibrator, g_params, g_batch_stats, z)
+    y, _ = theme_labels(CALIBRATION_BATCH, cfg.model.num_classes)
+    return _recalibrate(calibrator, g_params, g_batch_stats, z, y)
 
 
 def generator_variables(cfg: ml_collections.ConfigDict, state: Any, use_ema: bool = True
@@ -65,13 +83,33 @@ def generator_variables(cfg: ml_collections.ConfigDict, state: Any, use_ema: boo
 
 
 def generate(cfg: ml_collections.ConfigDict, g_params: PyTree, g_batch_stats: PyTree, *,
-             num: int, seed: int) -> np.ndarray:
-    """Images (num, H, W, C) in [-1, 1] from the generator of `cfg` with the given variables."""
+             num: int, seed: int, labels: np.ndarray | None = None) -> np.ndarray:
+    """Images (num, H, W, C) in [-1, 1] from the generator of `cfg` with the given variables;
+    `labels` (num,) are the classes of a conditional generator (default: all classes cycling,
+    see `theme_labels`)."""
     if num <= 0:
         raise ValueError(f"number of samples must be positive, got {num}")
+    num_classes = cfg.model.num_classes
+    if labels is None:
+        labels, _ = theme_labels(num, num_classes)
+    elif num_classes <= 0:
+        raise ValueError("labels need a conditional model (trained with model.num_classes > 0)")
+    labels = None if labels is None else np.asarray(labels, np.int32)
+    if labels is not None and (labels.shape != (num,) or labels.min() < 0
+                               or labels.max() >= num_classes):
+        raise ValueError(f"labels must be {num} classes in 0..{num_classes - 1}, got {labels}")
     generator, _ = build_gan(cfg.model, cfg.data, axis_name=None)
     z = latents(seed, num, cfg.model.latent_dim)
-    return np.asarray(_generate(generator, g_params, g_batch_stats, z))
+    return np.asarray(_generate(generator, g_params, g_batch_stats, z, labels))
+
+
+def sample_grid(cfg: ml_collections.ConfigDict, g_params: PyTree, g_batch_stats: PyTree, *,
+                num: int, seed: int, themes: list[int] | None = None) -> np.ndarray:
+    """A GAN's grid of `num` samples (uint8); conditional: one theme per column (default: all
+    classes), unconditional: square."""
+    labels, ncols = theme_labels(num, cfg.model.num_classes, themes)
+    images = generate(cfg, g_params, g_batch_stats, num=num, seed=seed, labels=labels)
+    return image_grid(images, ncols=ncols)
 
 
 def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:

@@ -51,8 +51,9 @@ def test_wrong_types_and_values_are_errors():
         apply_overrides(base_config(), {"data.cache": "perhaps"})
     with pytest.raises(ConfigError, match="'model.arch' is 'resnet'"):
         apply_overrides(base_config(), {"model.arch": "resnet"})
-    with pytest.raises(ConfigError, match="GANs here are unconditional"):
-        apply_overrides(base_config(), {"model.num_classes": "10"})
+    assert apply_overrides(base_config(), {"model.num_classes": "10"}).model.num_classes == 10
+    with pytest.raises(ConfigError, match="'model.num_classes' must be >= 0"):
+        apply_overrides(base_config(), {"model.num_classes": "-1"})
     with pytest.raises(ConfigError, match="not a vae architecture"):
         apply_overrides(base_config(), {"model.family": "vae"})  # arch dcgan
     with pytest.raises(ConfigError, match="data.on_device=true needs"):

@@ -3,6 +3,7 @@
 from genart_jax.data.pipeline import (
     BatchIterator,
     Position,
+    check_label_range,
     make_input,
     prefetch,
     process_indices,
@@ -12,6 +13,6 @@ from genart_jax.data.pipeline import (
 from genart_jax.data.sources import DataError, open_source, resolve_data_dir
 
 __all__ = [
-    "BatchIterator", "DataError", "Position", "make_input", "open_source", "prefetch",
-    "process_indices", "read_split", "resolve_data_dir", "to_model_input",
+    "BatchIterator", "DataError", "Position", "check_label_range", "make_input", "open_source",
+    "prefetch", "process_indices", "read_split", "resolve_data_dir", "to_model_input",
 ]

@@ -153,6 +153,20 @@ def prefetch(iterator: Iterator[Any], size: int) -> Iterator[Any]:
         stop.set()
 
 
+def check_label_range(labels: np.ndarray, num_classes: int) -> None:
+    """A conditional model (num_classes > 0) needs every label in 0..num_classes-1; an
+    out-of-range label would index past its embedding (NaN) or, one-hot, vanish silently."""
+    if num_classes <= 0 or labels.size == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        from genart_jax.data.sources import DataError
+
+        raise DataError(f"the training data has label {high if high >= num_classes else low}, "
+                        f"outside 0..{num_classes - 1} of model.num_classes={num_classes}; set "
+                        "model.num_classes to the dataset's number of classes")
+
+
 def make_input(data_cfg: Any, *, global_batch: int, seed: int, group: int = 1,
                process_index: int = 0, process_count: int = 1,
                position: Position = Position(), cached: tuple | None = None

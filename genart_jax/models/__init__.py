@@ -27,20 +27,22 @@ def build_gan(model: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
     `axis_name` names the data-parallel axis over which BatchNorm averages its statistics in
     training; None outside a mapped context (sampling). `bn_momentum=0` makes a generator whose
     running statistics become those of the last batch it saw (used to recalibrate for sampling).
+    `model.num_classes > 0` makes both class-conditional (labels in; projection discriminator).
     """
     dtype = compute_dtype(model.dtype)
     if model.arch == "dcgan":
         num_stages(data.image_size)  # validates the size with a clear message
         g = DCGANGenerator(image_size=data.image_size, channels=data.channels,
                            width=model.g_width, dtype=dtype, axis_name=axis_name,
-                           bn_momentum=bn_momentum)
+                           bn_momentum=bn_momentum, num_classes=model.num_classes)
         d = DCGANDiscriminator(width=model.d_width, dtype=dtype, axis_name=axis_name,
-                               bn_momentum=bn_momentum)
+                               bn_momentum=bn_momentum, num_classes=model.num_classes)
         return g, d
     if model.arch == "mlp":
         shape = (data.image_size, data.image_size, data.channels)
         g = MLPGenerator(out_shape=shape, hidden=tuple(model.mlp_g_hidden),
-                         leak=model.mlp_leak, dtype=dtype)
-        d = MLPDiscriminator(hidden=tuple(model.mlp_d_hidden), leak=model.mlp_leak, dtype=dtype)
+                         leak=model.mlp_leak, dtype=dtype, num_classes=model.num_classes)
+        d = MLPDiscriminator(hidden=tuple(model.mlp_d_hidden), leak=model.mlp_leak, dtype=dtype,
+                             num_classes=model.num_classes)
         return g, d
     raise ValueError(f"unknown model.arch {model.arch!r}; choose 'dcgan' or 'mlp'")

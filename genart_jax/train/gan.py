@@ -27,7 +27,8 @@ def _parts(cfg: ml_collections.ConfigDict, axis_name: str | None):
 
     def init_fn(key: jax.Array) -> GANState:
         return init_gan_state(key, generator, discriminator, g_tx, d_tx,
-                              latent_dim=cfg.model.latent_dim, image_shape=image_shape)
+                              latent_dim=cfg.model.latent_dim, image_shape=image_shape,
+                              num_classes=cfg.model.num_classes)
 
     return generator, discriminator, g_tx, d_tx, init_fn
 
@@ -37,10 +38,11 @@ def build_training(cfg: ml_collections.ConfigDict, devices=None, steps_per_call:
     generator, discriminator, g_tx, d_tx, init_fn = _parts(cfg, DATA)
     step = make_gan_step(
         generator, discriminator, g_tx, d_tx, latent_dim=cfg.model.latent_dim,
-        global_batch=cfg.train.batch_size, g_loss=cfg.train.g_loss, d_steps=cfg.train.d_steps,
-        g_steps=cfg.train.g_steps, ema_halflife_kimg=cfg.train.ema_halflife_kimg,
-        ema_rampup=cfg.train.ema_rampup, diffaugment=parse_policy(cfg.augment.diffaugment),
-        flip=cfg.augment.flip, axis_name=DATA)
+        num_classes=cfg.model.num_classes, global_batch=cfg.train.batch_size,
+        g_loss=cfg.train.g_loss, d_steps=cfg.train.d_steps, g_steps=cfg.train.g_steps,
+        ema_halflife_kimg=cfg.train.ema_halflife_kimg, ema_rampup=cfg.train.ema_rampup,
+        diffaugment=parse_policy(cfg.augment.diffaugment), flip=cfg.augment.flip,
+        axis_name=DATA)
     driver = make_driver(cfg.train.driver, step, devices, steps_per_call=steps_per_call)
     check_batch_divisible(cfg.train.batch_size, driver.num_devices, jax.process_count())
     return driver, init_fn
@@ -51,9 +53,12 @@ def abstract_state(cfg: ml_collections.ConfigDict) -> GANState:
 
 
 def write_samples(cfg: ml_collections.ConfigDict, state: GANState, path: Path,
-                  real: np.ndarray | None = None) -> list[Path]:
-    """The sample grid of a host-side state at `path`."""
+                  real: np.ndarray | None = None, themes: list[int] | None = None
+                  ) -> list[Path]:
+    """The sample grid of a host-side state at `path`; a conditional model's grid has one
+    theme per column (default: every class)."""
     del real
     params, stats = sampling.generator_variables(cfg, state, cfg.sample.use_ema)
-    images = sampling.generate(cfg, params, stats, num=cfg.sample.num, seed=cfg.sample.seed)
-    return [sampling.save_png(sampling.image_grid(images), path)]
+    grid = sampling.sample_grid(cfg, params, stats, num=cfg.sample.num, seed=cfg.sample.seed,
+                                themes=themes)
+    return [sampling.save_png(grid, path)]

@@ -2,8 +2,10 @@
 
 The body is written for one device of a data-parallel group whose axis is `axis_name`: it sees
 its slice of the global batch, computes local gradients and averages them with `lax.pmean`
-(BatchNorm averages its statistics over the same axis inside the models). Latent noise is drawn
-per example from the example's global index, so the numbers do not depend on the device count.
+(BatchNorm averages its statistics over the same axis inside the models). Latent noise (and,
+for a class-conditional GAN, the fake images' labels) is drawn per example from the example's
+global index, so the numbers do not depend on the device count. Real images go to a conditional
+discriminator with their own labels (`batch["label"]`).
 
 One iteration = `d_steps` discriminator updates, then `g_steps` generator updates. The
 generator forward pass of the last D update is linearised once (`jax.vjp`) and reused by the
@@ -31,13 +33,14 @@ Metrics = dict[str, jax.Array]
 State = Any  # a state dataclass with step, nonfinite_count and first_nonfinite_step
 
 
-def apply_train(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array
-                ) -> tuple[jax.Array, PyTree]:
-    """Apply in training mode; returns (output, updated batch statistics) ({} without BN)."""
+def apply_train(model: nn.Module, params: PyTree, batch_stats: PyTree, x: jax.Array,
+                labels: jax.Array | None = None) -> tuple[jax.Array, PyTree]:
+    """Apply in training mode (with class labels for a conditional model); returns (output,
+    updated batch statistics) ({} without BN)."""
     if not batch_stats:
-        return model.apply({"params": params}, x, train=True), batch_stats
-    out, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                               mutable=["batch_stats"])
+        return model.apply({"params": params}, x, labels, train=True), batch_stats
+    out, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, labels,
+                               train=True, mutable=["batch_stats"])
     return out, updates["batch_stats"]
 
 
@@ -52,6 +55,14 @@ def latent_noise(key: jax.Array, local_batch: int, latent_dim: int, axis_name: s
     """Standard normal latents for this device's examples, keyed by global example index."""
     keys = example_keys(key, local_batch, axis_name)
     return jax.vmap(lambda k: jax.random.normal(k, (latent_dim,)))(keys)
+
+
+def fake_labels(key: jax.Array, local_batch: int, num_classes: int, axis_name: str
+                ) -> jax.Array:
+    """Uniform class labels (int32) for this device's generated examples, keyed by global
+    example index like `latent_noise`."""
+    keys = example_keys(key, local_batch, axis_name)
+    return jax.vmap(lambda k: jax.random.randint(k, (), 0, num_classes, jnp.int32))(keys)
 
 
 def ema_decay(step: jax.Array, batch_size: int, halflife_kimg: float, rampup: float) -> jax.Array:
@@ -79,14 +90,18 @@ def guard_nonfinite(old: State, new: State, metrics: Metrics) -> tuple[State, Me
 
 def make_gan_step(generator: nn.Module, discriminator: nn.Module,
                   g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation, *,
-                  latent_dim: int, global_batch: int, g_loss: str = "non_saturating",
+                  latent_dim: int, global_batch: int, num_classes: int = 0,
+                  g_loss: str = "non_saturating",
                   d_steps: int = 1, g_steps: int = 1, ema_halflife_kimg: float = 10.0,
                   ema_rampup: float = 0.05, diffaugment: tuple[str, ...] = (),
                   flip: bool = False, axis_name: str = "data"
                   ) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
     """Build `step(state, batch) -> (state, metrics)` for one device of the `axis_name` group.
 
-    `batch["image"]` has shape (d_steps, local_batch, H, W, C): one real batch per D update.
+    `batch["image"]` has shape (d_steps, local_batch, H, W, C): one real batch per D update;
+    with `num_classes > 0` (conditional models) `batch["label"]` (d_steps, local_batch) holds
+    their classes, and each generator forward draws uniform labels for its fakes (`fake_labels`),
+    which the discriminator sees in both the D and the G update.
     Metrics are averaged over the group, so every device returns the same numbers. An
     iteration with a NaN/Inf loss or gradient norm changes no weights (`guard_nonfinite`).
     `diffaugment` (policy names) augments real and generated images before every D pass;
@@ -104,13 +119,13 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
     def pmean(tree):
         return lax.pmean(tree, axis_name)
 
-    def d_update(d_params, d_stats, d_opt, real, fake, key):
+    def d_update(d_params, d_stats, d_opt, real, real_y, fake, fake_y, key):
         real = d_input(real, jax.random.fold_in(key, 0), True)
         fake = d_input(fake, jax.random.fold_in(key, 1), False)
 
         def loss_fn(p):
-            real_logits, stats = apply_train(discriminator, p, d_stats, real)
-            fake_logits, stats = apply_train(discriminator, p, stats, fake)
+            real_logits, stats = apply_train(discriminator, p, d_stats, real, real_y)
+            fake_logits, stats = apply_train(discriminator, p, stats, fake, fake_y)
             loss = losses.discriminator_loss(real_logits, fake_logits)
             return loss, (stats, real_logits, fake_logits)
 
@@ -133,33 +148,44 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
             raise ValueError(f"batch['image'] must be (d_steps={d_steps}, batch, H, W, C), "
                              f"got {real_batches.shape}")
         local_batch = real_batches.shape[1]
+        real_labels = [None] * d_steps
+        if num_classes > 0:
+            label_shape = batch["label"].shape if "label" in batch else None
+            if label_shape != real_batches.shape[:2]:
+                raise ValueError(f"a conditional GAN needs batch['label'] of shape (d_steps, "
+                                 f"batch) = {real_batches.shape[:2]}, got {label_shape}")
+            real_labels = [batch["label"][i].astype(jnp.int32) for i in range(d_steps)]
         key = jax.random.fold_in(state.key, state.step)
 
-        def g_forward(g_params, g_stats, noise_key):
-            z = latent_noise(noise_key, local_batch, latent_dim, axis_name)
-            return jax.vjp(lambda p: apply_train(generator, p, g_stats, z), g_params,
-                           has_aux=True)
+        def g_forward(g_params, g_stats, n):
+            """The n-th generator forward of this step, linearised: (fake, vjp, stats, labels)."""
+            z = latent_noise(jax.random.fold_in(key, n), local_batch, latent_dim, axis_name)
+            y = None
+            if num_classes > 0:
+                y = fake_labels(jax.random.fold_in(key, 3000 + n), local_batch, num_classes,
+                                axis_name)
+            fake, g_vjp, stats = jax.vjp(lambda p: apply_train(generator, p, g_stats, z, y),
+                                         g_params, has_aux=True)
+            return fake, g_vjp, stats, y
 
         d_params, d_stats, d_opt = state.d_params, state.d_batch_stats, state.d_opt_state
         g_stats = state.g_batch_stats
         for i in range(d_steps):
-            fake, g_vjp, g_stats_new = g_forward(state.g_params, g_stats,
-                                                 jax.random.fold_in(key, i))
+            fake, g_vjp, g_stats_new, fake_y = g_forward(state.g_params, g_stats, i)
             d_params, d_stats, d_opt, d_metrics = d_update(
-                d_params, d_stats, d_opt, real_batches[i], fake,
+                d_params, d_stats, d_opt, real_batches[i], real_labels[i], fake, fake_y,
                 jax.random.fold_in(key, 1000 + i))
         # G's running statistics advance once per generator forward that a G update uses.
         g_params, g_opt = state.g_params, state.g_opt_state
         for j in range(g_steps):
             if j > 0:  # later G updates need a fresh forward through the updated generator
-                fake, g_vjp, g_stats_new = g_forward(g_params, g_stats,
-                                                     jax.random.fold_in(key, d_steps + j))
+                fake, g_vjp, g_stats_new, fake_y = g_forward(g_params, g_stats, d_steps + j)
 
             aug_key = jax.random.fold_in(key, 2000 + j)
 
-            def loss_of_fake(x, aug_key=aug_key):
+            def loss_of_fake(x, aug_key=aug_key, fake_y=fake_y):
                 x = d_input(x, aug_key, False)  # G learns through the augmentation
-                logits, _ = apply_train(discriminator, d_params, d_stats, x)
+                logits, _ = apply_train(discriminator, d_params, d_stats, x, fake_y)
                 return losses.generator_loss(logits, g_loss)
 
             g_loss_value, d_fake = jax.value_and_grad(loss_of_fake)(fake)

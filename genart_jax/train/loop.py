@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from genart_jax import checkpoint
 from genart_jax.config import flatten, to_json
-from genart_jax.data import Position, make_input, prefetch
+from genart_jax.data import Position, check_label_range, make_input, prefetch
 from genart_jax.data.pipeline import load_cached
 from genart_jax.parallel import any_process, describe_devices
 from genart_jax.train.families import family_of
@@ -187,6 +187,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         with PreemptionGuard() as guard:
             for step in range(start + 1, steps + 1):
                 batch, position = next(batches)
+                check_label_range(batch["label"], cfg.model.num_classes)
                 if real is None:
                     first = batch["image"][0][:16]
                     real = (cached[0][first] if cfg.data.on_device else first,

@@ -30,13 +30,16 @@ class GANState:
 
 def init_gan_state(key: jax.Array, generator: nn.Module, discriminator: nn.Module,
                    g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
-                   *, latent_dim: int, image_shape: tuple[int, int, int]) -> GANState:
-    """Initialise params (eval mode, no axis needed), optimizer states and the EMA copy."""
+                   *, latent_dim: int, image_shape: tuple[int, int, int],
+                   num_classes: int = 0) -> GANState:
+    """Initialise params (eval mode, no axis needed), optimizer states and the EMA copy;
+    `num_classes > 0` for class-conditional models (labels in)."""
     g_key, d_key, run_key = jax.random.split(key, 3)
     z = jnp.zeros((2, latent_dim), jnp.float32)
     x = jnp.zeros((2, *image_shape), jnp.float32)
-    g_vars = generator.init(g_key, z, train=False)
-    d_vars = discriminator.init(d_key, x, train=False)
+    y = jnp.zeros((2,), jnp.int32) if num_classes else None
+    g_vars = generator.init(g_key, z, y, train=False)
+    d_vars = discriminator.init(d_key, x, y, train=False)
     g_params, d_params = g_vars["params"], d_vars["params"]
     return GANState(
         step=jnp.zeros((), jnp.int32),

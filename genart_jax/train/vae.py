@@ -77,10 +77,7 @@ def prior_samples(cfg: ml_collections.ConfigDict, params: PyTree, *, num: int, s
     all classes), one theme per grid column."""
     model, lik = build_model(cfg), Likelihood.from_config(cfg.vae)
     z = sampling.latents(seed, num, cfg.model.latent_dim)
-    y = None
-    if cfg.model.num_classes:
-        themes = themes or list(range(cfg.model.num_classes))
-        y = jnp.asarray([themes[i % len(themes)] for i in range(num)], jnp.int32)
+    y, _ = sampling.theme_labels(num, cfg.model.num_classes, themes)
     return np.asarray(_decode_mean(model, lik, params, z, y))
 
 
@@ -114,9 +111,7 @@ def write_samples(cfg: ml_collections.ConfigDict, state: VAEState, path: Path,
     num = cfg.sample.num if num is None else num
     seed = cfg.sample.seed if seed is None else seed
     images = prior_samples(cfg, state.params, num=num, seed=seed, themes=themes)
-    ncols = None  # conditional: one theme per column
-    if cfg.model.num_classes:
-        ncols = len(themes) if themes else min(cfg.model.num_classes, 10)
+    _, ncols = sampling.theme_labels(num, cfg.model.num_classes, themes)  # a theme per column
     written = [sampling.save_png(sampling.image_grid(images, ncols=ncols), path)]
     if real is not None:
         x, y = real
