@@ -1,0 +1,314 @@
+"""A small CNN classifier trained by the package on a labelled dataset, whose penultimate layer
+is the feature space of the quality metrics (FID, KID, precision/recall); and user-supplied
+Flax feature extractors behind the same interface.
+
+No network access and no pretrained weights are needed: `genart train-classifier` trains one
+in about a minute on a CPU for the digits. Saved as Orbax params plus `classifier.json`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+PyTree = Any
+FORMAT = "genart_jax.classifier.v1"
+META_FILE = "classifier.json"
+PARAMS_DIR = "params"
+EVAL_BATCH = 256
+
+
+class ClassifierError(ValueError):
+    """A classifier or extractor that cannot be used as asked: missing, not one, wrong shape."""
+
+
+class CNN(nn.Module):
+    """Stride-2 conv stages from `image_size` down to 4x4, a dense feature layer, logits.
+
+    `features(x)` is the post-ReLU penultimate activation (`feature_dim` wide)."""
+
+    num_classes: int
+    image_size: int
+    width: int = 32
+    feature_dim: int = 128
+
+    def setup(self):
+        k = math.log2(self.image_size / 4) if self.image_size >= 8 else -1
+        if k < 1 or k != int(k):
+            raise ClassifierError(f"the classifier needs a square image size of 4 * 2^k pixels "
+                                  f"(8, 16, 32, ...), got {self.image_size}")
+        widths = [min(self.width * 2 ** i, 8 * self.width) for i in range(int(k))]
+        self.convs = [nn.Conv(w, (3, 3), name=f"conv{i}") for i, w in enumerate(widths)]
+        self.downs = [nn.Conv(w, (3, 3), strides=(2, 2), name=f"down{i}")
+                      for i, w in enumerate(widths)]
+        self.feature = nn.Dense(self.feature_dim)
+        self.head = nn.Dense(self.num_classes)
+
+    def features(self, x: jnp.ndarray) -> jnp.ndarray:
+        for conv, down in zip(self.convs, self.downs, strict=True):
+            x = nn.relu(down(nn.relu(conv(x))))
+        return nn.relu(self.feature(x.reshape(x.shape[0], -1)))
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return self.head(self.features(x))
+
+
+def _batched(fn, images: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """fn over `images` in fixed-size batches (the last padded), so one compile serves all."""
+    n = len(images)
+    out = []
+    for i in range(0, n, batch):
+        chunk = images[i:i + batch]
+        pad = batch - len(chunk) if n > batch else 0
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        out.append(np.asarray(fn(jnp.asarray(chunk)))[:len(chunk) - pad])
+    return np.concatenate(out).astype(np.float32)
+
+
+class Classifier:
+    """A trained classifier: `.features(images)` (N, F) and `.probabilities(images)` (N, K) for
+    images (N, S, S, C) in [-1, 1], as the data pipeline makes them."""
+
+    def __init__(self, module: CNN, params: PyTree, meta: dict[str, Any]):
+        self.module, self.params, self.meta = module, params, meta
+        self.name = f"{meta['dataset']} classifier"
+        self.image_shape = (meta["image_size"], meta["image_size"], meta["channels"])
+        self._features = jax.jit(lambda p, x: module.apply({"params": p}, x,
+                                                           method=CNN.features))
+        self._probs = jax.jit(lambda p, x: jax.nn.softmax(module.apply({"params": p}, x)))
+
+    def _check(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or images.shape[1:] != self.image_shape:
+            raise ClassifierError(f"the {self.name} takes images of shape (N, "
+                                  f"{', '.join(map(str, self.image_shape))}), got "
+                                  f"{images.shape}")
+        return images
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """Penultimate-layer activations (N, feature_dim)."""
+        return _batched(functools.partial(self._features, self.params), self._check(images))
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, num_classes)."""
+        return _batched(functools.partial(self._probs, self.params), self._check(images))
+
+
+class Extractor:
+    """A user-supplied Flax module as a feature extractor: `module.apply({'params': p}, x)`
+    returns (N, ...) features, flattened to (N, F). Features only: it has no classes."""
+
+    def __init__(self, module: nn.Module, params: PyTree, name: str):
+        self.module, self.params, self.name = module, params, name
+        self._features = jax.jit(lambda p, x: module.apply({"params": p}, x))
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """Module outputs (N, F) for images (N, S, S, C) in [-1, 1]."""
+        images = np.asarray(images, np.float32)
+        try:
+            out = _batched(functools.partial(self._features, self.params), images)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ClassifierError(f"the extractor {self.name} failed on images of shape "
+                                  f"{images.shape}: {e}") from e
+        return out.reshape(len(out), -1)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        raise ClassifierError(f"{self.name} is a feature extractor without class outputs")
+
+
+def _xent_step(module: CNN, tx: optax.GradientTransformation):
+    @jax.jit
+    def step(params, opt_state, x, y):
+        def loss_fn(p):
+            logits = module.apply({"params": p}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+    return step
+
+
+def _augment(rng: np.random.Generator, x: np.ndarray, max_shift: int) -> np.ndarray:
+    """Random translations by up to `max_shift` pixels (edge padding): cheap, label-preserving."""
+    if max_shift <= 0:
+        return x
+    n, s = x.shape[0], x.shape[1]
+    padded = np.pad(x, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)),
+                    mode="edge")
+    dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, n))
+    return np.stack([padded[i, dy[i]:dy[i] + s, dx[i]:dx[i] + s] for i in range(n)])
+
+
+def _labels_or_error(labels: np.ndarray, name: str, split: str) -> None:
+    if len(labels) == 0 or labels.min() < 0:
+        raise ClassifierError(f"dataset '{name}' split '{split}' has no labels; a classifier "
+                              f"needs a labelled dataset (use --extractor for your own "
+                              f"feature extractor instead)")
+
+
+def accuracy(clf: Classifier, images: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of `images` whose most probable class is the label."""
+    return float((clf.probabilities(images).argmax(-1) == labels).mean())
+
+
+def train_classifier(data_cfg: Any, out_dir: str | Path, *, steps: int = 600,
+                     batch_size: int = 64, seed: int = 0, width: int = 32,
+                     feature_dim: int = 128, learning_rate: float = 1e-3,
+                     max_shift: int = 2, test_split: str = "test", progress: bool = True
+                     ) -> dict[str, Any]:
+    """Train a `CNN` on the labels of `data_cfg.split`, measure accuracy on `test_split`, and
+    save params (Orbax) and `classifier.json` into `out_dir`. Returns the saved meta."""
+    from genart_jax.data import read_split
+
+    if steps <= 0 or batch_size <= 0:
+        raise ClassifierError(f"steps and batch size must be positive, got {steps}, "
+                              f"{batch_size}")
+    t0 = time.perf_counter()
+    train_split = data_cfg.split
+    x_train, y_train = read_split(data_cfg, train_split)
+    x_test, y_test = read_split(data_cfg, test_split)
+    _labels_or_error(y_train, data_cfg.name, train_split)
+    _labels_or_error(y_test, data_cfg.name, test_split)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    module = CNN(num_classes=num_classes, image_size=data_cfg.image_size, width=width,
+                 feature_dim=feature_dim)
+    params = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, *x_train.shape[1:])))["params"]
+    tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=1e-4)
+    opt_state = tx.init(params)
+    step = _xent_step(module, tx)
+    rng = np.random.default_rng(seed)
+    order, pos = rng.permutation(len(x_train)), 0
+    bar = tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True,
+               desc="classifier")
+    for _ in range(steps):
+        if pos + batch_size > len(order):
+            order, pos = rng.permutation(len(x_train)), 0
+        idx = order[pos:pos + batch_size]
+        pos += batch_size
+        x = _augment(rng, x_train[idx], max_shift)
+        params, opt_state, loss = step(params, opt_state, jnp.asarray(x),
+                                       jnp.asarray(y_train[idx]))
+        bar.update(1)
+        if bar.n % 50 == 0 or bar.n == steps:
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+    bar.close()
+    meta = {"format": FORMAT, "dataset": data_cfg.name, "train_split": train_split,
+            "test_split": test_split, "image_size": int(data_cfg.image_size),
+            "channels": int(data_cfg.channels), "num_classes": num_classes,
+            "width": width, "feature_dim": feature_dim, "steps": steps,
+            "batch_size": batch_size, "seed": seed, "learning_rate": learning_rate,
+            "max_shift": max_shift, "train_examples": int(len(x_train)),
+            "test_examples": int(len(x_test))}
+    clf = Classifier(module, params, meta)
+    meta["train_accuracy"] = accuracy(clf, x_train, y_train)
+    meta["test_accuracy"] = accuracy(clf, x_test, y_test)
+    meta["seconds"] = round(time.perf_counter() - t0, 1)
+    save_classifier(out_dir, params, meta)
+    return meta
+
+
+def save_classifier(out_dir: str | Path, params: PyTree, meta: dict[str, Any]) -> Path:
+    """Write params (Orbax, under out_dir/params) and meta (out_dir/classifier.json)."""
+    import orbax.checkpoint as ocp
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(out / PARAMS_DIR, jax.tree.map(np.asarray, params), force=True)
+        ckptr.wait_until_finished()
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return out
+
+
+def train_command(data: str) -> str:
+    """The command that trains the default classifier for dataset `data`."""
+    return f"genart train-classifier --data {data} --out {default_dir(data)}"
+
+
+def default_dir(data: str) -> Path:
+    return Path("runs") / f"classifier_{data}"
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    """The classifier saved by `train_classifier` in folder `path`."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path)
+    meta_file = path / META_FILE
+    if not meta_file.is_file():
+        hint = "train one with `genart train-classifier --data NAME --out DIR`"
+        if not path.exists():
+            raise ClassifierError(f"no classifier at {path}: {hint}")
+        raise ClassifierError(f"{path} is not a genart_jax classifier (no {META_FILE}); {hint}")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ClassifierError(f"{meta_file} is not valid JSON: {e}") from e
+    if meta.get("format") != FORMAT:
+        raise ClassifierError(f"{meta_file} is not a {FORMAT} file")
+    module = CNN(num_classes=meta["num_classes"], image_size=meta["image_size"],
+                 width=meta["width"], feature_dim=meta["feature_dim"])
+    shape = (1, meta["image_size"], meta["image_size"], meta["channels"])
+    abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0),
+                                                  jnp.zeros(shape))["params"])
+    target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore((path / PARAMS_DIR).resolve(), target)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise ClassifierError(f"cannot read the classifier params in {path / PARAMS_DIR}: "
+                              f"{e}") from e
+    return Classifier(module, params, meta)
+
+
+def load_extractor(module_spec: str, params_path: str | Path,
+                   kwargs_path: str | Path | None = None) -> Extractor:
+    """A user's Flax module "package.module:ClassName" (constructed with the JSON object in
+    `kwargs_path`, or no arguments) with params from a flax.serialization msgpack file (the
+    params tree, or {"params": tree})."""
+    mod_name, sep, cls_name = module_spec.partition(":")
+    if not sep or not mod_name or not cls_name:
+        raise ClassifierError(f"--extractor must be package.module:ClassName, got "
+                              f"{module_spec!r}")
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+    except (ImportError, AttributeError) as e:
+        raise ClassifierError(f"cannot import {module_spec}: {e}") from e
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ClassifierError(f"{module_spec} is not a flax.linen Module class")
+    kwargs = {}
+    if kwargs_path is not None:
+        try:
+            kwargs = json.loads(Path(kwargs_path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ClassifierError(f"cannot read extractor arguments {kwargs_path}: {e}") from e
+        if not isinstance(kwargs, dict):
+            raise ClassifierError(f"{kwargs_path} must hold a JSON object of arguments")
+    try:
+        module = cls(**kwargs)
+    except TypeError as e:
+        raise ClassifierError(f"cannot construct {module_spec}(**{kwargs}): {e}") from e
+    params_path = Path(params_path)
+    try:
+        tree = flax.serialization.msgpack_restore(params_path.read_bytes())
+    except Exception as e:  # missing file, not msgpack
+        raise ClassifierError(f"cannot read extractor params {params_path} (a "
+                              f"flax.serialization msgpack file): {e}") from e
+    if isinstance(tree, dict) and set(tree) == {"params"}:
+        tree = tree["params"]
+    return Extractor(module, tree, f"{module_spec} features")
