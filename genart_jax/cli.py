@@ -123,14 +123,17 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--like", default=None, help="sample numbers you like, e.g. 3,7")
     f.add_argument("--dislike", default=None, help="sample numbers you dislike, e.g. 1")
     f.add_argument("--ratings", default=None, help='JSON file {"like": [...], "dislike": [...]}')
-    f.add_argument("--num", type=int, default=64, help="samples per new round")
+    f.add_argument("--num", type=int, default=None,
+                   help="samples per new round (default: as the last round, 64 at first)")
     f.add_argument("--seed", type=int, default=None, help="new sessions only (default 0)")
     f.add_argument("--step", type=int, default=None, help="new sessions: checkpoint step")
     f.add_argument("--no-ema", action="store_true", help="new sessions: raw generator weights")
     f.add_argument("--smoothing", type=float, default=None,
-                   help="new sessions: CEM step size a in (0, 1] (default 0.7)")
+                   help="new sessions: CEM step size a in (0, 1] (default 0.9)")
     f.add_argument("--std-floor", type=float, default=None,
                    help="new sessions: smallest latent std (default 0.3)")
+    f.add_argument("--contraction", type=float, default=None,
+                   help="new sessions: std shrink per rated round in (0, 1] (default 0.6)")
     f.add_argument("--save-direction", default=None, metavar="FILE.npy",
                    help="write the liked-minus-disliked latent direction")
     f.add_argument("--finetune", type=int, default=None, metavar="STEPS",
@@ -274,7 +277,8 @@ def _feedback(args) -> int:
 
     session = fb.FeedbackSession(args.workdir, step=args.step, seed=args.seed,
                                  use_ema=False if args.no_ema else None,
-                                 smoothing=args.smoothing, std_floor=args.std_floor)
+                                 smoothing=args.smoothing, std_floor=args.std_floor,
+                                 contraction=args.contraction)
     given = args.like is not None or args.dislike is not None
     if given and args.ratings:
         raise fb.FeedbackError("give --like/--dislike or --ratings, not both")

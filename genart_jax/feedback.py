@@ -6,13 +6,16 @@ Round 1 draws from the prior N(0, I). After round k is rated, with L the liked l
 rounds 1..k (all rounds, so early likes are not forgotten):
 
     mean_{k+1} = (1 - a) * mean_k + a * mean(L)
-    std_{k+1}  = max(floor, (1 - a) * std_k + a * std(L))        per coordinate
+    std_{k+1}  = max(floor, c * ((1 - a) * std_k + a * std(L)))        per coordinate
 
-a = `smoothing` (how far one round moves the distribution) and `floor` keeps some variety
-(and keeps one like from collapsing the std to 0). While nothing has been liked the
-distribution stays where it is. Draw k uses z = mean_k + std_k * eps with eps =
-`sampling.latents(seed + k, num, D)`; the latents of every round are saved, so the history
-replays exactly.
+a = `smoothing` (0.9: how far one round moves the distribution), c = `contraction` (0.6) and
+`floor` (0.3: keeps variety, and keeps one like from collapsing the std to 0). Likes are
+binary, so unlike CEM on a score there is no elite quantile to narrow the fit: the std of the
+liked latents stays near the prior's (measured: 0.83-0.97 after two rounds on the digits
+DCGAN) and the share liked stalls near 65%; the contraction c does the narrowing. While
+nothing has been liked the distribution stays where it is. Draw k uses z = mean_k + std_k *
+eps with eps = `sampling.latents(seed + k, num, D)`; the latents of every round are saved, so
+the history replays exactly.
 
 A session lives in WORKDIR/feedback/: session.json (settings, the checkpoint step it uses),
 feedback.jsonl (one record per rated round), round_NNN.npy (the latents of round NNN) and
@@ -42,7 +45,7 @@ from genart_jax import checkpoint, sampling
 PyTree = Any
 SESSION = "session.json"
 HISTORY = "feedback.jsonl"
-DEFAULTS = {"seed": 0, "smoothing": 0.7, "std_floor": 0.3, "use_ema": True}
+DEFAULTS = {"seed": 0, "smoothing": 0.9, "std_floor": 0.3, "contraction": 0.6, "use_ema": True}
 
 
 class FeedbackError(ValueError):
@@ -72,18 +75,18 @@ class Gaussian:
                 "std_max": float(self.std.max())}
 
 
-def cem_update(dist: Gaussian, liked: np.ndarray, *, smoothing: float, std_floor: float
-               ) -> Gaussian:
+def cem_update(dist: Gaussian, liked: np.ndarray, *, smoothing: float, std_floor: float,
+               contraction: float = 1.0) -> Gaussian:
     """The smoothed CEM refit (module docstring) of `dist` to the liked latents (n, D)."""
-    if not 0.0 < smoothing <= 1.0 or std_floor < 0.0:
-        raise ValueError(f"smoothing must be in (0, 1] and std_floor >= 0, got {smoothing}, "
-                         f"{std_floor}")
+    if not 0.0 < smoothing <= 1.0 or std_floor < 0.0 or not 0.0 < contraction <= 1.0:
+        raise ValueError(f"smoothing and contraction must be in (0, 1] and std_floor >= 0, "
+                         f"got {smoothing}, {contraction}, {std_floor}")
     liked = np.asarray(liked, np.float64).reshape(-1, dist.mean.shape[0])
     if not len(liked):
         return dist
     mean = (1 - smoothing) * dist.mean + smoothing * liked.mean(axis=0)
     std = (1 - smoothing) * dist.std + smoothing * liked.std(axis=0)
-    return Gaussian(mean, np.maximum(std, std_floor))
+    return Gaussian(mean, np.maximum(contraction * std, std_floor))
 
 
 # --- Ratings --------------------------------------------------------------------------------
@@ -208,11 +211,12 @@ class FeedbackSession:
     def __init__(self, workdir: str | Path, *, session_dir: str | Path | None = None,
                  generator: Generator | None = None, step: int | None = None,
                  use_ema: bool | None = None, seed: int | None = None,
-                 smoothing: float | None = None, std_floor: float | None = None):
+                 smoothing: float | None = None, std_floor: float | None = None,
+                 contraction: float | None = None):
         self.workdir = Path(workdir)
         self.dir = Path(session_dir) if session_dir else self.workdir / "feedback"
         asked = {"seed": seed, "smoothing": smoothing, "std_floor": std_floor,
-                 "use_ema": use_ema, "step": step}
+                 "contraction": contraction, "use_ema": use_ema, "step": step}
         stored = json.loads((self.dir / SESSION).read_text()) if self.has_session() else {}
         clash = [f"{k}={stored[k]!r} (asked {v!r})" for k, v in asked.items()
                  if v is not None and k in stored and stored[k] != v]
@@ -222,10 +226,8 @@ class FeedbackSession:
         self.settings = {**DEFAULTS, **{k: v for k, v in asked.items() if v is not None},
                          **stored}
         self._generator = generator
-        if generator is not None:
-            self.settings.setdefault("step", None)
-        elif "step" not in stored:  # pin the checkpoint: later training must not change it
-            self.settings["step"] = self.generator.step
+        if "step" not in stored:  # pin the checkpoint: later training must not change it
+            self.settings["step"] = getattr(self.generator, "step", None)
         self.images: np.ndarray | None = None  # the pending round's images, after draw()
         self.history = [json.loads(line) for line in self._lines()]
         self.distribution = self._replay()
@@ -253,11 +255,14 @@ class FeedbackSession:
         p = self.path(self.round, ".npy")
         return np.load(p, allow_pickle=False) if p.is_file() else None
 
-    def draw(self, num: int = 64) -> Image.Image:
+    def draw(self, num: int | None = None) -> Image.Image:
         """Draw this round (or show it again if drawn but unrated) and write its grid; returns
-        the numbered grid (a notebook shows it inline). `num` applies to a new draw only."""
+        the numbered grid (a notebook shows it inline). `num` applies to a new draw only
+        (default: as many as the last round, 64 at first)."""
         z = self.pending()
         if z is None:
+            if num is None:
+                num = self.history[-1]["num"] if self.history else 64
             if num <= 0:
                 raise FeedbackError(f"a round needs at least one sample, got {num}")
             z = self.distribution.sample(self._seed(self.round), num)
@@ -360,7 +365,8 @@ class FeedbackSession:
             z = np.load(self.dir / rec["latents"], allow_pickle=False)
             liked = np.concatenate([liked, z[rec["liked"]]])
             dist = cem_update(dist, liked, smoothing=self.settings["smoothing"],
-                              std_floor=self.settings["std_floor"])
+                              std_floor=self.settings["std_floor"],
+                              contraction=self.settings["contraction"])
         return dist
 
 
@@ -382,8 +388,8 @@ class SimulatedUser:
         return {"like": np.flatnonzero(hits).tolist(), "dislike": np.flatnonzero(~hits).tolist()}
 
 
-def simulate(session: FeedbackSession, user: SimulatedUser, rounds: int, num: int = 64
-             ) -> list[float]:
+def simulate(session: FeedbackSession, user: SimulatedUser, rounds: int,
+             num: int | None = None) -> list[float]:
     """Run `rounds` draw -> rate rounds; returns the liked share of each round."""
     shares = []
     for _ in range(rounds):
@@ -412,12 +418,13 @@ def distill(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree, dist:
 
     generator, _ = build_gan(cfg.model, cfg.data, axis_name=None)
     teacher_vars = {"params": params, **({"batch_stats": stats} if stats else {})}
-    mean, std = jnp.asarray(dist.mean, jnp.float32), jnp.asarray(dist.std, jnp.float32)
+    mean = jnp.asarray(dist.mean, jnp.float32)[None, :]
+    std = jnp.asarray(dist.std, jnp.float32)[None, :]
     tx = optax.adam(lr, b1=0.5)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
     def step(p, s, opt, key):
-        eps = jax.random.normal(key, (batch, mean.shape[0]))
+        eps = jax.random.normal(key, (batch, mean.shape[1]))
         target = generator.apply(teacher_vars, mean + std * eps, train=False)
 
         def loss_fn(p):

@@ -48,6 +48,10 @@ def test_cem_update_closed_form_and_floor():
     one = fb.cem_update(fb.Gaussian.prior(DIM), liked[:1], smoothing=1.0, std_floor=0.3)
     np.testing.assert_allclose(one.mean, liked[0])
     np.testing.assert_allclose(one.std, 0.3)  # one like has std 0: the floor holds
+    floor = float(np.median(0.5 * new.std))
+    shrunk = fb.cem_update(prev, liked, smoothing=0.25, std_floor=floor, contraction=0.5)
+    np.testing.assert_allclose(shrunk.std, np.maximum(0.5 * new.std, floor))
+    assert shrunk.std.min() == floor and shrunk.std.max() > floor  # binds on some only
     assert fb.cem_update(prev, np.zeros((0, DIM)), smoothing=0.5, std_floor=0.1) is prev
     with pytest.raises(ValueError, match="smoothing"):
         fb.cem_update(prev, liked, smoothing=0.0, std_floor=0.1)
@@ -87,7 +91,7 @@ def test_ratings_file(tmp_path):
 
 
 def test_history_round_trips_and_the_session_resumes(tmp_path):
-    s = toy_session(tmp_path, seed=5, smoothing=0.5, std_floor=0.2)
+    s = toy_session(tmp_path, seed=5, smoothing=0.5, std_floor=0.2, contraction=0.8)
     with pytest.raises(fb.FeedbackError, match="not been drawn"):
         s.rate(like=[0])
     grid = s.draw(16)
@@ -101,7 +105,8 @@ def test_history_round_trips_and_the_session_resumes(tmp_path):
     again = toy_session(tmp_path)  # a new process: everything comes from disk
     assert again.settings["smoothing"] == 0.5 and again.round == 2
     np.testing.assert_array_equal(again.distribution.mean, s.distribution.mean)
-    expect = fb.cem_update(fb.Gaussian.prior(DIM), first[[0, 3]], smoothing=0.5, std_floor=0.2)
+    expect = fb.cem_update(fb.Gaussian.prior(DIM), first[[0, 3]], smoothing=0.5,
+                           std_floor=0.2, contraction=0.8)
     np.testing.assert_allclose(again.distribution.std, expect.std)
     again.draw(16)
     np.testing.assert_allclose(np.load(tmp_path / "feedback" / "round_002.npy"),
@@ -119,7 +124,7 @@ def test_history_round_trips_and_the_session_resumes(tmp_path):
 
 
 def test_simulated_user_on_a_toy_generator_steers_the_distribution(tmp_path):
-    shares = fb.simulate(toy_session(tmp_path), fb.SimulatedUser(Threshold(), 1), rounds=4,
+    shares = fb.simulate(toy_session(tmp_path), fb.SimulatedUser(Threshold(), 1), rounds=3,
                          num=64)
     assert shares[0] < 0.25 and shares[-1] >= 0.8, shares
     # The same user asking for the other class gets it from the first round.
