@@ -6,7 +6,7 @@ DIR/feedback_sim.png (matplotlib, from the [bench] extra; skipped without it).
 
     python -m benchmarks.feedback_sim --workdir runs/dcgan_digits \
         --classifier runs/classifier_digits --theme all --rounds 3 --per-round 64 \
-        --out benchmarks/results/feedback_sim
+        --finetune 200 --out benchmarks/results/feedback_sim --sessions runs/feedback_sim
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--contraction", type=float, default=None)
     p.add_argument("--finetune", type=int, default=0, metavar="STEPS",
                    help="also distil each session and rate 'per-round' prior samples of it")
-    p.add_argument("--out", required=True, help="folder for sessions and results")
+    p.add_argument("--out", required=True, help="folder for the results")
+    p.add_argument("--sessions", default=None, help="folder for the sessions (default: "
+                   "OUT/sessions; one theme_K session each, replaced on a rerun)")
     args = p.parse_args(argv)
 
     judge = load_classifier(args.classifier)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                "per_round": args.per_round, "shares": {}, "finetuned_share": {}}
     t0 = time.perf_counter()
     for theme in themes:
-        sdir = out / f"theme_{theme}"
+        sdir = Path(args.sessions or out / "sessions") / f"theme_{theme}"
         if (sdir / fb.SESSION).is_file():  # a previous run of this benchmark: start over
             shutil.rmtree(sdir)
         session = fb.FeedbackSession(args.workdir, session_dir=sdir, generator=gen,
