@@ -211,3 +211,23 @@ def test_feedback_command_end_to_end(tiny_gan, tmp_path, capsys, monkeypatch):
     assert steered.is_file()
     assert main(["sample", "--workdir", str(work), "--out", str(steered), "--direction",
                  str(ratings)]) == 2
+
+
+@pytest.mark.slow
+def test_simulated_user_benchmark_writes_its_curve(tiny_gan, tmp_path):
+    from benchmarks import feedback_sim
+    from genart_jax.classifier import train_classifier
+    from genart_jax.config import from_json
+
+    cfg = from_json((tiny_gan / "config.json").read_text())
+    train_classifier(cfg.data, tmp_path / "clf", steps=3, width=8, feature_dim=16,
+                     progress=False)
+    before = _files(tiny_gan)
+    assert feedback_sim.main(["--workdir", str(tiny_gan), "--classifier", str(tmp_path / "clf"),
+                              "--theme", "1,4", "--rounds", "2", "--per-round", "8",
+                              "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "feedback_sim.json").read_text())
+    assert set(result["shares"]) == {"1", "4"} and len(result["shares"]["4"]) == 2
+    assert all(0.0 <= s <= 1.0 for s in result["shares"]["1"])
+    assert (tmp_path / "out" / "sessions" / "theme_4" / "feedback.jsonl").is_file()
+    assert _files(tiny_gan) == before  # the benchmark does not write into the workdir
