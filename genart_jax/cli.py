@@ -306,10 +306,13 @@ def _feedback(args) -> int:
         if not interactive:
             break
         print(f"round {session.round}: look at {grid}")
-        like = input("numbers you like (e.g. 3,7; q to stop): ").strip()
-        if like.lower() in ("q", "quit"):
+        try:
+            like = input("numbers you like (e.g. 3,7; q to stop): ").strip()
+            if like.lower() in ("q", "quit"):
+                break
+            dislike, given = input("numbers you dislike: ").strip(), True
+        except EOFError:
             break
-        dislike, given = input("numbers you dislike: ").strip(), True
     if args.save_direction:
         print(f"wrote the liked-minus-disliked direction to "
               f"{session.save_direction(args.save_direction)}")

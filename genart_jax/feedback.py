@@ -225,6 +225,11 @@ class FeedbackSession:
                                 f"{', '.join(clash)}; omit those options to continue it")
         self.settings = {**DEFAULTS, **{k: v for k, v in asked.items() if v is not None},
                          **stored}
+        try:  # bad settings are refused before anything is written
+            cem_update(Gaussian.prior(1), np.zeros((1, 1)), **{
+                k: self.settings[k] for k in ("smoothing", "std_floor", "contraction")})
+        except ValueError as e:
+            raise FeedbackError(str(e)) from e
         self._generator = generator
         if "step" not in stored:  # pin the checkpoint: later training must not change it
             self.settings["step"] = getattr(self.generator, "step", None)

@@ -121,6 +121,9 @@ def test_history_round_trips_and_the_session_resumes(tmp_path):
     np.testing.assert_allclose(direction, liked.mean(0) - first[[1]].mean(0), rtol=1e-6)
     with pytest.raises(fb.FeedbackError, match="started with smoothing=0.5"):
         toy_session(tmp_path, smoothing=0.9)
+    with pytest.raises(fb.FeedbackError, match="smoothing and contraction must be in"):
+        toy_session(tmp_path / "new", contraction=0.0)
+    assert not (tmp_path / "new").exists()
 
 
 def test_simulated_user_on_a_toy_generator_steers_the_distribution(tmp_path):
