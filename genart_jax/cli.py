@@ -64,6 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--theme", default=None,
                    help="class(es) of a conditional model: 3, or 1,4,7 for one per column "
                         "(default: every class, column c is class c)")
+    s.add_argument("--truncation", type=float, default=None, metavar="PSI",
+                   help="GAN: pull latents toward the prior's mean by PSI (1 = off)")
+    s.add_argument("--interpolate", action="store_true",
+                   help="GAN: rows of slerp between seeded endpoints (--num // --frames rows)")
+    s.add_argument("--frames", type=int, default=8, help="with --interpolate: images per row")
+    s.add_argument("--direction", default=None, metavar="FILE.npy",
+                   help="GAN: add --strength times this latent direction (e.g. from "
+                        "`genart feedback --save-direction`)")
+    s.add_argument("--strength", type=float, default=1.0)
 
     v = sub.add_parser(
         "eval", help="sample quality (FID, KID, precision/recall in a classifier's features) "
@@ -160,6 +169,29 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="FILE.msgpack; FILE.json is written beside it")
     e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     e.add_argument("--no-ema", action="store_true", help="export the raw generator weights")
+    f = sub.add_parser("feedback", help="rate numbered samples of a GAN; each round is drawn "
+                                        "from a distribution refit to what you liked")
+    f.add_argument("--workdir", required=True, help="trained GAN workdir (session in "
+                   "WORKDIR/feedback/)")
+    f.add_argument("--like", default=None, help="sample numbers you like, e.g. 3,7")
+    f.add_argument("--dislike", default=None, help="sample numbers you dislike, e.g. 1")
+    f.add_argument("--ratings", default=None, help='JSON file {"like": [...], "dislike": [...]}')
+    f.add_argument("--num", type=int, default=None,
+                   help="samples per new round (default: as the last round, 64 at first)")
+    f.add_argument("--seed", type=int, default=None, help="new sessions only (default 0)")
+    f.add_argument("--step", type=int, default=None, help="new sessions: checkpoint step")
+    f.add_argument("--no-ema", action="store_true", help="new sessions: raw generator weights")
+    f.add_argument("--smoothing", type=float, default=None,
+                   help="new sessions: CEM step size a in (0, 1] (default 0.9)")
+    f.add_argument("--std-floor", type=float, default=None,
+                   help="new sessions: smallest latent std (default 0.3)")
+    f.add_argument("--contraction", type=float, default=None,
+                   help="new sessions: std shrink per rated round in (0, 1] (default 0.6)")
+    f.add_argument("--save-direction", default=None, metavar="FILE.npy",
+                   help="write the liked-minus-disliked latent direction")
+    f.add_argument("--finetune", type=int, default=None, metavar="STEPS",
+                   help="distil the refit distribution into a new checkpoint "
+                        "WORKDIR/feedback/finetuned-roundK")
     return p
 
 
@@ -194,6 +226,8 @@ def _train(args, overrides: dict[str, str]) -> int:
 
 
 def _sample(args) -> int:
+    import numpy as np
+
     from genart_jax import sampling
     from genart_jax.export import load_generator
 
@@ -207,6 +241,9 @@ def _sample(args) -> int:
         themes = sampling.parse_themes(args.theme, cfg.model.num_classes)
     except ValueError as e:
         raise _UsageError(str(e)) from e
+    if cfg.model.family == "vae" and (args.interpolate or args.direction
+                                      or args.truncation is not None):
+        raise _UsageError("--truncation, --interpolate and --direction apply to GANs")
     if cfg.model.family == "vae":
         from genart_jax.data import read_split
         from genart_jax.train import vae
@@ -224,17 +261,21 @@ def _sample(args) -> int:
         return 0
     if not args.from_export:
         params, stats = sampling.generator_variables(cfg, state, not args.no_ema)
+    z, ncols = _sample_latents(args, cfg.model.latent_dim)
+    labels, theme_cols = sampling.theme_labels(len(z), cfg.model.num_classes, themes)
+    if args.interpolate and labels is not None:  # one theme per interpolation strip
+        labels = np.repeat(sampling.theme_labels(len(z) // ncols, cfg.model.num_classes,
+                                                 themes)[0], ncols)
     try:
-        grid = sampling.sample_grid(cfg, params, stats, num=args.num, seed=args.seed,
-                                    themes=themes)
-    except ValueError as e:  # e.g. --num 0
+        images = sampling.generate_from_latents(cfg, params, stats, z, labels)
+    except ValueError as e:
         raise _UsageError(str(e)) from e
-    out = sampling.save_png(grid, args.out)
+    out = sampling.save_png(sampling.image_grid(images, ncols or theme_cols), args.out)
     what = ""
     if cfg.model.num_classes:
         shown = themes or range(cfg.model.num_classes)
         what = f", one theme per column: {','.join(map(str, shown))}"
-    print(f"Wrote {args.num} samples from step {step} ({kind} generator{what}) to {out}")
+    print(f"Wrote {len(z)} samples from step {step} ({kind} generator{what}) to {out}")
     return 0
 
 
@@ -293,6 +334,35 @@ def _print_quality(result: dict, what: str) -> None:
     for key, val in result.items():
         if key.startswith(("FID", "KID", "precision", "recall")):
             print(f"  {key}: {val:.6g}" if key.startswith("KID") else f"  {key}: {val:.4f}")
+
+
+def _sample_latents(args, dim: int):
+    """(latents, grid columns) for `genart sample`: seeded (or interpolation strips), then
+    truncation, then the direction."""
+    import numpy as np
+
+    from genart_jax import sampling
+
+    if args.num <= 0 or args.frames < 2:
+        raise _UsageError("--num must be positive and --frames at least 2")
+    ncols = None
+    if args.interpolate:
+        ncols = args.frames
+        z = sampling.interpolation_latents(args.seed, max(1, args.num // ncols), ncols, dim)
+    else:
+        z = sampling.latents(args.seed, args.num, dim)
+    if args.truncation is not None:
+        z = sampling.truncate(z, args.truncation)
+    if args.direction:
+        try:
+            d = np.load(args.direction, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise _UsageError(f"cannot read --direction {args.direction}: {e}") from e
+        if d.shape != (dim,):
+            raise _UsageError(f"--direction {args.direction} has shape {d.shape}; this "
+                              f"model's latents are ({dim},)")
+        z = sampling.apply_direction(z, d, args.strength)
+    return z, ncols
 
 
 def _eval(args) -> int:
@@ -357,6 +427,58 @@ def _eval(args) -> int:
     with open(out, "a") as f:
         f.write(json.dumps(result) + "\n")
     print(f"appended to {out}")
+    return 0
+
+
+def _feedback(args) -> int:
+    from genart_jax import feedback as fb
+
+    session = fb.FeedbackSession(args.workdir, step=args.step, seed=args.seed,
+                                 use_ema=False if args.no_ema else None,
+                                 smoothing=args.smoothing, std_floor=args.std_floor,
+                                 contraction=args.contraction)
+    given = args.like is not None or args.dislike is not None
+    if given and args.ratings:
+        raise fb.FeedbackError("give --like/--dislike or --ratings, not both")
+    if args.ratings:
+        given, (like, dislike) = True, fb.read_ratings_file(args.ratings)
+    else:
+        like, dislike = args.like, args.dislike
+    interactive = not given and args.finetune is None and not args.save_direction \
+        and sys.stdin.isatty()
+    while True:
+        rec = None
+        try:
+            rec = session.rate(like, dislike) if given else None
+        except fb.FeedbackError as e:  # at the prompt: say so and ask again
+            if not interactive:
+                raise
+            print(f"genart: {e}", file=sys.stderr)
+        if rec:
+            d = session.distribution.summary()
+            print(f"round {rec['round']}: liked {len(rec['liked'])}, disliked "
+                  f"{len(rec['disliked'])} of {rec['num']}; next round: latent mean norm "
+                  f"{d['mean_norm']:.2f}, mean std {d['std_mean']:.2f}")
+        session.draw(args.num)
+        grid = session.path(session.round, ".png")
+        if not interactive:
+            break
+        print(f"round {session.round}: look at {grid}")
+        try:
+            like = input("numbers you like (e.g. 3,7; q to stop): ").strip()
+            if like.lower() in ("q", "quit"):
+                break
+            dislike, given = input("numbers you dislike: ").strip(), True
+        except EOFError:
+            break
+    if args.save_direction:
+        print(f"wrote the liked-minus-disliked direction to "
+              f"{session.save_direction(args.save_direction)}")
+    if args.finetune is not None:
+        out = session.finetune(args.finetune)
+        print(f"fine-tuned for {args.finetune} steps: `genart sample --workdir {out}`")
+    print(f"round {session.round} of {session.dir}: {grid}; rate it with `genart feedback "
+          f"--workdir {args.workdir} --like 3,7 --dislike 1`")
     return 0
 
 
@@ -425,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     from genart_jax.config import ConfigError
     from genart_jax.data import DataError
     from genart_jax.export import ExportError
+    from genart_jax.feedback import FeedbackError
     from genart_jax.parallel import ParallelError
     from genart_jax.train import Preempted, TrainingDiverged
 
@@ -436,10 +559,11 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         commands = {"sample": _sample, "export": _export, "eval": _eval, "prepare": _prepare,
-                    "bench": _bench, "train-classifier": _train_classifier}
+                    "bench": _bench, "train-classifier": _train_classifier,
+                    "feedback": _feedback}
         return commands[args.command](args)
     except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
-            ClassifierError, _UsageError) as e:
+            ClassifierError, FeedbackError, _UsageError) as e:
         print(f"genart: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

@@ -89,7 +89,20 @@ def generate(cfg: ml_collections.ConfigDict, g_params: PyTree, g_batch_stats: Py
     see `theme_labels`)."""
     if num <= 0:
         raise ValueError(f"number of samples must be positive, got {num}")
-    num_classes = cfg.model.num_classes
+    return generate_from_latents(cfg, g_params, g_batch_stats,
+                                 latents(seed, num, cfg.model.latent_dim), labels)
+
+
+def generate_from_latents(cfg: ml_collections.ConfigDict, g_params: PyTree,
+                          g_batch_stats: PyTree, z: jax.Array | np.ndarray,
+                          labels: np.ndarray | None = None) -> np.ndarray:
+    """Images (N, H, W, C) in [-1, 1] for explicit latents z (N, latent_dim): the entry point
+    of every latent tool (truncation, directions, interpolation, feedback distributions).
+    `labels` (N,) are the classes of a conditional generator (default: all classes cycling)."""
+    z = jnp.asarray(z, jnp.float32)
+    if z.ndim != 2 or z.shape[1] != cfg.model.latent_dim or not z.shape[0]:
+        raise ValueError(f"latents must be (N > 0, {cfg.model.latent_dim}), got {z.shape}")
+    num, num_classes = z.shape[0], cfg.model.num_classes
     if labels is None:
         labels, _ = theme_labels(num, num_classes)
     elif num_classes <= 0:
@@ -99,7 +112,6 @@ def generate(cfg: ml_collections.ConfigDict, g_params: PyTree, g_batch_stats: Py
                                or labels.max() >= num_classes):
         raise ValueError(f"labels must be {num} classes in 0..{num_classes - 1}, got {labels}")
     generator, _ = build_gan(cfg.model, cfg.data, axis_name=None)
-    z = latents(seed, num, cfg.model.latent_dim)
     return np.asarray(_generate(generator, g_params, g_batch_stats, z, labels))
 
 
@@ -151,7 +163,7 @@ def slerp(a: jax.Array, b: jax.Array, t: jax.Array) -> jax.Array:
     safe = so > 1e-6
     wa = jnp.where(safe, jnp.sin((1 - t) * omega) / jnp.where(safe, so, 1.0), 1 - t)
     wb = jnp.where(safe, jnp.sin(t * omega) / jnp.where(safe, so, 1.0), t)
-    return wa * a + wb * b
+    return wa * a[None, :] + wb * b[None, :]
 
 
 def parse_themes(text: str | None, num_classes: int) -> list[int] | None:
@@ -177,3 +189,34 @@ def interleave_rows(top: np.ndarray, bottom: np.ndarray, ncols: int) -> np.ndarr
     for i in range(0, len(top), ncols):
         out.extend([top[i:i + ncols], bottom[i:i + ncols]])
     return np.concatenate(out)
+
+
+# Latent tools: small pure maps of latents (N, D) -> (N, D), applied before generation.
+
+def truncate(z: jax.Array, psi: float, center: jax.Array | float = 0.0) -> jax.Array:
+    """Truncation trick: move latents toward `center` (0, the mean of the N(0, I) prior, or a
+    refit distribution's mean) by the factor psi; psi=1 is a no-op, psi=0 gives the center."""
+    center = jnp.asarray(center, jnp.float32)
+    center = center[None, :] if center.ndim == 1 else center
+    return center + psi * (jnp.asarray(z) - center)
+
+
+def attribute_direction(set_a: np.ndarray, set_b: np.ndarray) -> np.ndarray:
+    """mean(latents of A) - mean(latents of B), e.g. liked minus disliked: a direction that
+    adds what A has and B lacks when added to any latent."""
+    if not len(set_a) or not len(set_b):
+        raise ValueError("an attribute direction needs latents in both sets")
+    return np.mean(set_a, axis=0) - np.mean(set_b, axis=0)
+
+
+def apply_direction(z: jax.Array, direction: jax.Array, strength: float) -> jax.Array:
+    """z + strength * direction for every latent (direction: (D,))."""
+    return z + strength * jnp.asarray(direction)[None, :]
+
+
+def interpolation_latents(seed: int, rows: int, frames: int, latent_dim: int) -> jax.Array:
+    """rows strips of `frames` latents each, slerped between the seeded endpoints
+    latents(seed, 2 * rows) (row r goes from endpoint 2r to 2r + 1): (rows * frames, D)."""
+    ends = latents(seed, 2 * rows, latent_dim)
+    t = jnp.linspace(0.0, 1.0, frames)
+    return jnp.concatenate([slerp(ends[2 * r], ends[2 * r + 1], t) for r in range(rows)])

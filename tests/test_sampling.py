@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 from PIL import Image
 
 from genart_jax import sampling
@@ -39,3 +40,43 @@ def test_generate_with_recalibrated_batch_norm():
     # Sample i does not depend on how many are drawn with it.
     more = sampling.generate(cfg, params, stats, num=9, seed=1)
     np.testing.assert_allclose(imgs, more[:5], atol=1e-5)
+
+
+def test_truncation_and_direction_closed_forms():
+    z = np.asarray(sampling.latents(0, 6, 4))
+    center = np.array([1.0, -2.0, 0.0, 3.0])
+    np.testing.assert_allclose(sampling.truncate(z, 0.5), 0.5 * z)
+    np.testing.assert_allclose(sampling.truncate(z, 0.0, center), np.tile(center, (6, 1)))
+    np.testing.assert_allclose(sampling.truncate(z, 0.25, center), center + 0.25 * (z - center),
+                               rtol=1e-6)
+    direction = sampling.attribute_direction(z[:2], z[2:])
+    np.testing.assert_allclose(direction, z[:2].mean(0) - z[2:].mean(0))
+    moved = sampling.apply_direction(z, direction, -1.5)
+    np.testing.assert_allclose(moved - z, np.tile(-1.5 * direction, (6, 1)), atol=1e-6)
+    with pytest.raises(ValueError, match="both sets"):
+        sampling.attribute_direction(z[:2], z[:0])
+
+
+def test_interpolation_strips_run_from_endpoint_to_endpoint():
+    z = sampling.interpolation_latents(3, rows=2, frames=5, latent_dim=8)
+    ends = sampling.latents(3, 4, 8)
+    assert z.shape == (10, 8)
+    for r in range(2):
+        np.testing.assert_allclose(z[5 * r], ends[2 * r], atol=1e-5)
+        np.testing.assert_allclose(z[5 * r + 4], ends[2 * r + 1], atol=1e-5)
+    # Slerp keeps norms between the endpoints' (a linear mix would shrink the middle).
+    norms = np.linalg.norm(z[:5], axis=1)
+    lo, hi = sorted(np.linalg.norm(ends[:2], axis=1))
+    assert np.all(norms >= 0.9 * lo)
+
+
+def test_generate_is_generate_from_latents_of_the_seeded_latents():
+    cfg = tiny_config("mlp")
+    _, init_fn = build_training(cfg, jax.devices()[:1])
+    state = init_fn(jax.random.PRNGKey(0))
+    params, stats = sampling.generator_variables(cfg, state, use_ema=False)
+    z = sampling.latents(4, 3, cfg.model.latent_dim)
+    np.testing.assert_array_equal(sampling.generate(cfg, params, stats, num=3, seed=4),
+                                  sampling.generate_from_latents(cfg, params, stats, z))
+    with pytest.raises(ValueError, match=r"latents must be \(N > 0, 16\)"):
+        sampling.generate_from_latents(cfg, params, stats, np.zeros((3, 5)))
