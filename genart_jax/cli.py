@@ -187,6 +187,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="new sessions: smallest latent std (default 0.3)")
     f.add_argument("--contraction", type=float, default=None,
                    help="new sessions: std shrink per rated round in (0, 1] (default 0.6)")
+    f.add_argument("--screen", type=int, default=None,
+                   help="new sessions: proposals per sample kept by the preference model "
+                        "(default 16; 1 = off)")
+    f.add_argument("--ridge", type=float, default=None,
+                   help="new sessions: ridge strength of the preference model (default 1)")
     f.add_argument("--save-direction", default=None, metavar="FILE.npy",
                    help="write the liked-minus-disliked latent direction")
     f.add_argument("--finetune", type=int, default=None, metavar="STEPS",
@@ -436,7 +441,8 @@ def _feedback(args) -> int:
     session = fb.FeedbackSession(args.workdir, step=args.step, seed=args.seed,
                                  use_ema=False if args.no_ema else None,
                                  smoothing=args.smoothing, std_floor=args.std_floor,
-                                 contraction=args.contraction)
+                                 contraction=args.contraction, screen=args.screen,
+                                 ridge=args.ridge)
     given = args.like is not None or args.dislike is not None
     if given and args.ratings:
         raise fb.FeedbackError("give --like/--dislike or --ratings, not both")

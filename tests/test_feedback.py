@@ -91,7 +91,7 @@ def test_ratings_file(tmp_path):
 
 
 def test_history_round_trips_and_the_session_resumes(tmp_path):
-    s = toy_session(tmp_path, seed=5, smoothing=0.5, std_floor=0.2, contraction=0.8)
+    s = toy_session(tmp_path, seed=5, smoothing=0.5, std_floor=0.2, contraction=0.8, screen=1)
     with pytest.raises(fb.FeedbackError, match="not been drawn"):
         s.rate(like=[0])
     grid = s.draw(16)
@@ -124,6 +124,59 @@ def test_history_round_trips_and_the_session_resumes(tmp_path):
     with pytest.raises(fb.FeedbackError, match="smoothing and contraction must be in"):
         toy_session(tmp_path / "new", contraction=0.0)
     assert not (tmp_path / "new").exists()
+
+
+def test_preference_direction_is_the_ridge_solution_and_points_at_the_likes():
+    z = np.asarray(sampling.latents(1, 300, DIM), np.float64)
+    liked = z[:, 0] > 0.5
+    w, centre = fb.preference_direction(z, liked, ridge=0.5)
+    # Independently: least squares on the ridge-augmented system [X; sqrt(r n) I] w = [y - m; 0].
+    y, x = np.where(liked, 1.0, -1.0), z - z.mean(0)
+    a = np.concatenate([x, np.sqrt(0.5 * len(z)) * np.eye(DIM)])
+    b = np.concatenate([y - y.mean(), np.zeros(DIM)])
+    np.testing.assert_allclose(w, np.linalg.lstsq(a, b, rcond=None)[0], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(centre, z.mean(0))
+    assert np.argmax(np.abs(w)) == 0 and w[0] > 0
+    with pytest.raises(ValueError, match="ridge must be > 0"):
+        fb.preference_direction(z, liked, ridge=0.0)
+
+
+def test_screening_keeps_the_best_scored_proposals_in_drawn_order():
+    proposals = np.arange(10.0)[::-1, None] * np.array([[1.0, -1.0]])  # score 2 * value
+    kept = fb.screen_proposals(proposals, 3, np.array([1.0, -1.0]), np.zeros(2))
+    np.testing.assert_array_equal(kept[:, 0], [9, 8, 7])
+    kept = fb.screen_proposals(proposals[::-1], 3, np.array([1.0, -1.0]), np.zeros(2))
+    np.testing.assert_array_equal(kept[:, 0], [7, 8, 9])
+
+
+def test_a_session_screens_once_it_has_likes_and_dislikes(tmp_path):
+    only_likes = toy_session(tmp_path / "a", seed=3, screen=4)
+    only_likes.draw(16)
+    only_likes.rate(like=[0, 1])
+    np.testing.assert_allclose(only_likes.propose(16), only_likes.distribution.sample(5, 16),
+                               rtol=1e-6)
+    s = toy_session(tmp_path / "b", seed=3, screen=4)
+    s.draw(16)
+    z1 = s.pending()
+    s.rate(like=[0, 1], dislike=[2, 3, 4])
+    rated, liked = s.rated_latents()
+    np.testing.assert_array_equal(rated, z1[[0, 1, 2, 3, 4]])
+    np.testing.assert_array_equal(liked, [True, True, False, False, False])
+    w, centre = fb.preference_direction(rated, liked, 1.0)
+    pool = s.distribution.sample(5, 64)
+    np.testing.assert_allclose(s.propose(16), fb.screen_proposals(pool, 16, w, centre),
+                               rtol=1e-6)
+    assert ((s.propose(16) - centre) @ w).min() >= np.median((pool - centre) @ w)
+    with pytest.raises(fb.FeedbackError, match="screen must be >= 1"):
+        toy_session(tmp_path / "c", screen=0)
+
+
+def test_screening_helps_a_weak_refit_on_the_toy(tmp_path):
+    def share(screen):  # a small CEM step without contraction: 34% then 50% on its own
+        session = toy_session(tmp_path / str(screen), contraction=1.0, smoothing=0.5,
+                              screen=screen)
+        return fb.simulate(session, fb.SimulatedUser(Threshold(), 1), rounds=3, num=64)[-1]
+    assert share(1) < 0.6 and share(16) >= 0.9
 
 
 def test_simulated_user_on_a_toy_generator_steers_the_distribution(tmp_path):
