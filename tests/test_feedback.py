@@ -285,5 +285,6 @@ def test_simulated_user_benchmark_writes_its_curve(tiny_gan, tmp_path):
     result = json.loads((tmp_path / "out" / "feedback_sim.json").read_text())
     assert set(result["shares"]) == {"1", "4"} and len(result["shares"]["4"]) == 2
     assert all(0.0 <= s <= 1.0 for s in result["shares"]["1"])
-    assert (tmp_path / "out" / "sessions" / "theme_4" / "feedback.jsonl").is_file()
+    assert (tmp_path / "out" / "sessions" / "theme_4_seed_0" / "feedback.jsonl").is_file()
+    assert len(result["runs"]) == 2 and result["seeds"] == [0]
     assert _files(tiny_gan) == before  # the benchmark does not write into the workdir
