@@ -247,6 +247,29 @@ def train_command(data: str, image_size: int, channels: int) -> str:
             f"{channels} --out {default_dir(data, image_size)}")
 
 
+def matching_classifier(data_cfg: Any, path: str | Path | None = None, *,
+                        purpose: str = "", alternative: str = "") -> Classifier:
+    """The classifier in `path` (default: `default_dir` of the dataset and size), checked to
+    take the images of `data_cfg`; a missing one is a ClassifierError that gives the command
+    training it. `purpose` (e.g. " for the metrics' features") and `alternative` (e.g.
+    ", or give your own with --extractor") complete the message."""
+    how = train_command(data_cfg.name, data_cfg.image_size, data_cfg.channels)
+    path = Path(path) if path else default_dir(data_cfg.name, data_cfg.image_size)
+    if not (path / META_FILE).is_file():
+        raise ClassifierError(f"no classifier in {path}{purpose}; train one with `{how}` "
+                              f"(then pass --classifier {path} if you chose another "
+                              f"--out){alternative}")
+    clf = load_classifier(path)
+    want = (data_cfg.name, data_cfg.image_size, data_cfg.channels)
+    have = (clf.meta["dataset"], clf.meta["image_size"], clf.meta["channels"])
+    if want != have:
+        raise ClassifierError(f"the classifier in {path} was trained on {have[0]} at "
+                              f"{have[1]}x{have[1]}x{have[2]}, but these images are {want[0]} "
+                              f"at {want[1]}x{want[1]}x{want[2]}; train a matching one with "
+                              f"`{how}`")
+    return clf
+
+
 def load_classifier(path: str | Path) -> Classifier:
     """The classifier saved by `train_classifier` in folder `path`."""
     import orbax.checkpoint as ocp

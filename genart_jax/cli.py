@@ -197,6 +197,30 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--finetune", type=int, default=None, metavar="STEPS",
                    help="distil the refit distribution into a new checkpoint "
                         "WORKDIR/feedback/finetuned-roundK")
+
+    d = sub.add_parser(
+        "directions", help="per-class latent directions of an unconditional GAN, found with "
+                           "a classifier",
+        description="Generates --num prior samples, classifies them, and writes for each class "
+                    "K the latent direction mean(latents classified K) - mean(the rest) to "
+                    "OUT/class_K.npy (for `genart sample --direction`), OUT/directions.json "
+                    "and OUT/directions.png (a row per class: the same latents pushed by its "
+                    "direction).")
+    d.add_argument("--workdir", required=True, help="trained unconditional GAN workdir")
+    d.add_argument("--classifier", default=None, help="folder written by `genart "
+                   "train-classifier` (default: runs/classifier_DATA_SIZE)")
+    d.add_argument("--num", type=int, default=4096, help="prior samples to classify")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    d.add_argument("--no-ema", action="store_true", help="use the raw generator weights")
+    d.add_argument("--strength", type=float, default=2.0, help="strength shown in the PNG")
+    d.add_argument("--columns", type=int, default=8, help="latents per row of the PNG")
+    d.add_argument("--report", nargs="?", const="1,2,3", default=None, metavar="STRENGTHS",
+                   help="also print, per class, the share of --report-num held-out prior "
+                        "samples classified as it before and after adding its direction at "
+                        "these strengths (default 1,2,3)")
+    d.add_argument("--report-num", type=int, default=256)
+    d.add_argument("--out", required=True, help="output folder")
     return p
 
 
@@ -488,6 +512,48 @@ def _feedback(args) -> int:
     return 0
 
 
+def _directions(args) -> int:
+    from genart_jax import directions as dirs
+    from genart_jax.classifier import ClassifierError, matching_classifier
+
+    try:
+        report = [float(t) for t in args.report.split(",") if t.strip()] if args.report else []
+    except ValueError as e:
+        raise _UsageError(f"--report takes strengths like 1,2,3; got {args.report!r}") from e
+    if args.num <= 0 or args.columns <= 0 or args.report_num <= 0:
+        raise _UsageError("--num, --columns and --report-num must be positive")
+    gen = dirs.checkpoint_generator(args.workdir, args.step, use_ema=not args.no_ema)
+    clf = matching_classifier(gen.cfg.data, args.classifier, purpose=" to classify the samples")
+    num_classes = int(clf.meta["num_classes"])
+    if num_classes < 2:
+        raise ClassifierError(f"the classifier has {num_classes} class; directions need 2 or "
+                              f"more")
+    info = {"workdir": str(args.workdir), "step": gen.step, "ema": not args.no_ema,
+            "classifier": str(args.classifier or "default"), "classifier_name": clf.name}
+    result = dirs.find_directions(gen, clf, num_classes, args.out, num=args.num, seed=args.seed,
+                                  strength=args.strength, cols=args.columns, report=report,
+                                  report_num=args.report_num, info=info)
+    counts = ", ".join(f"{k}: {c}" for k, c in result["counts"].items())
+    print(f"{args.num} samples of step {gen.step} classified ({counts})")
+    for k, why in result["skipped"].items():
+        print(f"  class {k} skipped: {why}")
+    found = list(result["directions"])
+    if found:
+        print(f"wrote class_K.npy for classes {','.join(found)} and directions.png (first row "
+              f"as drawn, then one row per class at strength {args.strength}) to {args.out}; "
+              f"use one with `genart sample --workdir {args.workdir} --out s.png --direction "
+              f"{Path(args.out) / f'class_{found[0]}.npy'} --strength 2`")
+    if report:
+        steer = result["steering"]
+        print(f"share classified as the class, {steer['num']} prior samples (seed "
+              f"{steer['seed']}), by strength:")
+        print("class  " + "  ".join(f"{s:>5g}" for s in steer["strengths"]))
+        for k, row in steer["shares"].items():
+            print(f"{k:>5}  " + "  ".join(f"{v:5.2f}" for v in row))
+    print(f"summary in {Path(args.out) / 'directions.json'}")
+    return 0
+
+
 class _UsageError(ValueError):
     """A flag combination that cannot work for this workdir."""
 
@@ -552,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     from genart_jax.classifier import ClassifierError
     from genart_jax.config import ConfigError
     from genart_jax.data import DataError
+    from genart_jax.directions import DirectionError
     from genart_jax.export import ExportError
     from genart_jax.feedback import FeedbackError
     from genart_jax.parallel import ParallelError
@@ -566,10 +633,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         commands = {"sample": _sample, "export": _export, "eval": _eval, "prepare": _prepare,
                     "bench": _bench, "train-classifier": _train_classifier,
-                    "feedback": _feedback}
+                    "feedback": _feedback, "directions": _directions}
         return commands[args.command](args)
     except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
-            ClassifierError, FeedbackError, _UsageError) as e:
+            ClassifierError, FeedbackError, DirectionError, _UsageError) as e:
         print(f"genart: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

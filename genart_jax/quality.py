@@ -3,7 +3,6 @@ network (a package-trained classifier or a user's extractor), then `metrics.comp
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -11,14 +10,11 @@ import numpy as np
 
 from genart_jax import metrics, sampling
 from genart_jax.classifier import (
-    META_FILE,
     Classifier,
     ClassifierError,
     Extractor,
-    default_dir,
-    load_classifier,
     load_extractor,
-    train_command,
+    matching_classifier,
 )
 
 GENERATE_CHUNK = 500
@@ -43,21 +39,8 @@ def feature_network(data_cfg: Any, classifier: str | None = None,
         if not extractor_params:
             raise ClassifierError("--extractor needs --extractor-params FILE.msgpack")
         return load_extractor(extractor, extractor_params, extractor_kwargs)
-    how = train_command(data_cfg.name, data_cfg.image_size, data_cfg.channels)
-    path = Path(classifier) if classifier else default_dir(data_cfg.name, data_cfg.image_size)
-    if not (path / META_FILE).is_file():
-        raise ClassifierError(f"no classifier in {path} for the metrics' features; train one "
-                              f"with `{how}` (then pass --classifier {path} if you chose "
-                              f"another --out), or give your own with --extractor")
-    clf = load_classifier(path)
-    want = (data_cfg.name, data_cfg.image_size, data_cfg.channels)
-    have = (clf.meta["dataset"], clf.meta["image_size"], clf.meta["channels"])
-    if want != have:
-        raise ClassifierError(f"the classifier in {path} was trained on {have[0]} at "
-                              f"{have[1]}x{have[1]}x{have[2]}, but these images are {want[0]} "
-                              f"at {want[1]}x{want[1]}x{want[2]}; train a matching one with "
-                              f"`{how}`")
-    return clf
+    return matching_classifier(data_cfg, classifier, purpose=" for the metrics' features",
+                               alternative=", or give your own with --extractor")
 
 
 def model_samples(cfg: ml_collections.ConfigDict, state: Any, *, num: int, seed: int = 0,
