@@ -25,3 +25,6 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the grid, inline
     assert "per device" in text
     assert os.path.isfile(tmp_path / "run" / "samples" / "final.png")
+    assert "round 1: liked [0, 3], disliked [1]" in text  # the feedback cells
+    assert os.path.isfile(tmp_path / "run" / "feedback" / "round_002.png")
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # grid + two rounds
