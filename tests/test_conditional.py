@@ -15,6 +15,7 @@ from genart_jax import losses, sampling
 from genart_jax.cli import main
 from genart_jax.config import load_config
 from genart_jax.models import build_gan
+from genart_jax.models.conditioning import ConditionalBatchNorm
 from genart_jax.train.gan_step import fake_labels
 from genart_jax.train.loop import abstract_state, build_training
 from tests.conftest import TINY_DCGAN, tiny_config
@@ -79,6 +80,14 @@ def test_projection_discriminator_is_linear_plus_projection(arch):
         rtol=1e-4, atol=1e-5)
 
 
+def distinct_classes(params):
+    """`params` with noise added to every class table, so that classes differ from the start
+    (a fresh conditional BatchNorm gives every class scale 1 and shift 0)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, v: v + 0.3 * jax.random.normal(jax.random.PRNGKey(len(v.shape)), v.shape)
+        if "embedding" in jax.tree_util.keystr(p) else v, params)
+
+
 @pytest.mark.parametrize("arch", ["dcgan", "mlp"])
 def test_conditional_models_need_labels_and_unconditional_take_none(arch):
     cfg = cond_config(arch)
@@ -91,7 +100,9 @@ def test_conditional_models_need_labels_and_unconditional_take_none(arch):
     ug, _, ugv, _ = init_models(tiny_config(arch))
     with pytest.raises(ValueError, match="unconditional.*takes no labels"):
         ug.apply(ugv, z, jnp.zeros((2,), jnp.int32), train=False)
-    # The label changes the image.
+    # The label changes the image (class tables made to differ, as training makes them: the
+    # conditional BatchNorm starts with every class at scale 1, shift 0).
+    gv = {**gv, "params": distinct_classes(gv["params"])}
     zz = jax.random.normal(jax.random.PRNGKey(0), (2, 16))
     a = g.apply(gv, zz, jnp.asarray([1, 1]), train=False)
     b = g.apply(gv, zz, jnp.asarray([2, 2]), train=False)
@@ -133,7 +144,17 @@ def test_unconditional_param_trees_unchanged_and_conditional_adds_two_tables(arc
     _, _, cgv, cdv = init_models(cfg)
     g_extra = set(tree_shapes(cgv["params"])) - set(UNCONDITIONAL[arch][0])
     d_extra = set(tree_shapes(cdv["params"])) - set(UNCONDITIONAL[arch][1])
-    assert g_extra == {"['label_embed']['embedding']"}
+    if arch == "mlp":
+        assert g_extra == {"['label_embed']['embedding']"}
+    else:  # each BatchNorm's scale and bias become per-class tables
+        bn = {k for k in UNCONDITIONAL[arch][0] if "BatchNorm" in k}
+        assert set(UNCONDITIONAL[arch][0]) - set(tree_shapes(cgv["params"])) == bn
+        assert tree_shapes(cgv["params"]) == {
+            **{k: v for k, v in UNCONDITIONAL[arch][0].items() if k not in bn},
+            **{k.replace("BatchNorm", "ConditionalBatchNorm").replace(
+                "['bias']", "['shift']['embedding']").replace(
+                "['scale']", "['scale']['embedding']"): (10, *v) for k, v in
+               UNCONDITIONAL[arch][0].items() if k in bn}}
     assert d_extra == {"['projection']['embedding']"}
     # With a zero projection the conditional D is the unconditional D, same init, same logits.
     shared = {k: v for k, v in cdv["params"].items() if k != "projection"}
@@ -144,6 +165,22 @@ def test_unconditional_param_trees_unchanged_and_conditional_adds_two_tables(arc
     cd = build_gan(cfg.model, cfg.data)[1]
     np.testing.assert_array_equal(cd.apply(zero, x, jnp.arange(4), train=False),
                                   d.apply(dv, x, train=False))
+
+
+def test_conditional_batch_norm_is_shared_normalisation_then_class_scale_and_shift():
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 3, 3, 4)) * 2.0 + 1.0
+    y = jnp.asarray([0, 2, 1, 2, 0, 1])
+    cbn = ConditionalBatchNorm(3, train=True)
+    v = cbn.init(jax.random.PRNGKey(1), x, y)
+    scale = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (3, 4)))
+    shift = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (3, 4)))
+    v = {**v, "params": {"scale": {"embedding": scale}, "shift": {"embedding": shift}}}
+    out, _ = cbn.apply(v, x, y, mutable=["batch_stats"])
+    xs = np.asarray(x, np.float64)
+    mean, var = xs.mean((0, 1, 2)), xs.var((0, 1, 2))
+    want = ((xs - mean) / np.sqrt(var + 1e-5) * scale[np.asarray(y)][:, None, None, :]
+            + shift[np.asarray(y)][:, None, None, :])
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
 
 
 def test_fake_labels_uniform_and_independent_of_device_count():
@@ -185,7 +222,9 @@ def test_conditional_eight_devices_match_one_device(cond_reference, driver_name)
             np.testing.assert_allclose(got[k], want[k], rtol=1e-4, err_msg=k)
     # The embedding tables train.
     init = abstract_state(cfg)
-    assert init.g_params["label_embed"]["embedding"].shape == (10, 16)
+    assert init.g_params["ConditionalBatchNorm_0"]["scale"]["embedding"].shape == (10, 16)
+    # The class shifts start at 0 and train.
+    assert np.abs(host.g_params["ConditionalBatchNorm_0"]["shift"]["embedding"]).max() > 0
     assert host.d_params["projection"]["embedding"].shape == (10, 256)
 
 
@@ -229,6 +268,7 @@ def test_conditional_sampling_themes_and_recalibration(tmp_path):
     cfg = cond_config("dcgan")
     driver, init_fn = build_training(cfg, jax.devices()[:1])
     state = driver.get_state(driver.init_state(init_fn, jax.random.PRNGKey(0)))
+    state = state.replace(ema_g_params=distinct_classes(state.ema_g_params))
     params, stats = sampling.generator_variables(cfg, state, use_ema=True)
     assert not np.allclose(jax.tree.leaves(stats)[0], jax.tree.leaves(state.g_batch_stats)[0])
     labels, ncols = sampling.theme_labels(7, 10, [1, 4, 7])

@@ -1,7 +1,8 @@
-"""Class conditioning shared by the GAN models: a learned label embedding for generators and the
-projection term of projection discriminators (Miyato & Koyama 2018, "cGANs with Projection
-Discriminator"). Called from inside a module's compact `__call__`, so the layers they make are
-that module's submodules."""
+"""Class conditioning shared by the GAN models: a learned label embedding for generators,
+conditional BatchNorm (class-specific scale and shift after a shared normalisation) for the
+DCGAN generator, and the projection term of projection discriminators (Miyato & Koyama 2018,
+"cGANs with Projection Discriminator"). Called from inside a module's compact `__call__`, so
+the layers they make are that module's submodules."""
 
 from __future__ import annotations
 
@@ -30,6 +31,33 @@ def concat_label_embedding(z: jnp.ndarray, labels: jnp.ndarray, num_classes: int
     vector beside the noise, in float32 params, the same dtype as z."""
     emb = nn.Embed(num_classes, features, embedding_init=LABEL_INIT, name="label_embed")(labels)
     return jnp.concatenate([z, emb.astype(z.dtype)], axis=-1)
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm without its own scale and bias, then a scale and shift looked up per class
+    (initialised to 1 and 0): the class sets each channel's gain and offset after the batch
+    statistics, so it cannot drown the latent's variation inside them (measured: with the label
+    concatenated to z instead, the digits DCGAN ignored z, within-class pixel std 0.008 against
+    0.29 for real digits)."""
+
+    num_classes: int
+    train: bool = True
+    momentum: float = 0.9
+    axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+        x = nn.BatchNorm(use_running_average=not self.train, momentum=self.momentum,
+                         epsilon=1e-5, axis_name=self.axis_name if self.train else None,
+                         dtype=self.dtype, use_scale=False, use_bias=False)(x)
+        c = x.shape[-1]
+        scale = nn.Embed(self.num_classes, c, embedding_init=nn.initializers.ones,
+                         name="scale")(labels)
+        shift = nn.Embed(self.num_classes, c, embedding_init=nn.initializers.zeros,
+                         name="shift")(labels)
+        shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (c,)
+        return x * scale.reshape(shape).astype(x.dtype) + shift.reshape(shape).astype(x.dtype)
 
 
 def projection(phi: jnp.ndarray, labels: jnp.ndarray, num_classes: int, dtype: Dtype

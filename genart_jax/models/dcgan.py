@@ -7,9 +7,9 @@ same linear map as a transposed convolution with a 4x4 kernel, stride 2, padding
 XLA:CPU computes about 5x faster than the transposed form (see DESIGN.md).
 
 With `num_classes > 0` both are class-conditional (see `genart_jax.models.conditioning`): the
-generator concatenates a learned label embedding to z, and the discriminator is a projection
-discriminator. With `num_classes == 0` the parameter trees and numbers are those of the plain
-DCGAN.
+generator's BatchNorms become conditional (a scale and shift per class), and the discriminator
+is a projection discriminator. With `num_classes == 0` the parameter trees and numbers are those
+of the plain DCGAN.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from genart_jax.models.conditioning import check_labels, concat_label_embedding, projection
+from genart_jax.models.conditioning import ConditionalBatchNorm, check_labels, projection
 
 Dtype = Any
 dcgan_init = nn.initializers.normal(0.02)
@@ -120,11 +120,9 @@ def _batch_norm(train: bool, momentum: float, axis_name: str | None, dtype: Dtyp
 class DCGANGenerator(nn.Module):
     """z (N, latent) [, labels (N,)] -> image (N, S, S, C) in [-1, 1].
 
-    Conditional (`num_classes > 0`): a learned label embedding of z's size is concatenated to z
-    before the first layer. Chosen over conditional BatchNorm because it adds one small table
-    and leaves every BatchNorm layer (and so the statistics that sampling recalibrates, and the
-    layer names) exactly as in the unconditional model; for a handful of themes the class
-    reaches every layer through the first one.
+    Conditional (`num_classes > 0`): every BatchNorm is a `ConditionalBatchNorm` (class-specific
+    scale and shift). A label embedding concatenated to z was tried first and made the
+    generator ignore z (one image per class); see `genart_jax.models.conditioning`.
     """
 
     image_size: int = 32
@@ -141,16 +139,21 @@ class DCGANGenerator(nn.Module):
         check_labels(labels, self.num_classes, "generator")
         stages = num_stages(self.image_size)
         n = z.shape[0]
-        if self.num_classes > 0:
-            z = concat_label_embedding(z, labels, self.num_classes, z.shape[-1])
+
+        def norm(x):
+            if self.num_classes > 0:
+                return ConditionalBatchNorm(self.num_classes, train, self.bn_momentum,
+                                            self.axis_name, self.dtype)(x, labels)
+            return _batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)(x)
+
         c = self.width * 2 ** (stages - 1)
         x = nn.Dense(4 * 4 * c, use_bias=False, kernel_init=dcgan_init, dtype=self.dtype)(z)
         x = x.reshape(n, 4, 4, c)
-        x = nn.relu(_batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)(x))
+        x = nn.relu(norm(x))
         for _ in range(stages - 1):
             c //= 2
             x = UpConv(c, dtype=self.dtype)(x)
-            x = nn.relu(_batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)(x))
+            x = nn.relu(norm(x))
         x = UpConv(self.channels, dtype=self.dtype)(x)
         return jnp.tanh(x.astype(jnp.float32))
 
