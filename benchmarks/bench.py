@@ -168,7 +168,7 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
                                   f"{achieved / 1e9:.1f} GFLOP/s/device, MFU {r['mfu']:.1%}")
     peer_rows = []
     if peers:
-        peer_rows = run_peers(configs, batches, steps)
+        peer_rows = run_peers(configs, batches, steps, warmup)
     report = {"machine": info, "matmul_peak_flops": peaks, "results": results,
               "peers": peer_rows}
     (out / "results.json").write_text(json.dumps(report, indent=2))
@@ -178,27 +178,46 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
     return report
 
 
-def run_peers(configs: list[str], batches: list[int] | None, steps: int) -> list[dict]:
-    try:
-        import torch  # noqa: F401
+def peer_for(cfg) -> tuple[str, dict] | None:
+    """(peer module name, keyword arguments of its time_steps) for a config with a PyTorch
+    peer: DCGAN -> torch_dcgan, conv VAE -> torch_vae; None for the others."""
+    if cfg.model.family == "gan" and cfg.model.arch == "dcgan":
+        return "torch_dcgan", {"size": cfg.data.image_size, "nz": cfg.model.latent_dim}
+    if cfg.model.family == "vae" and cfg.model.arch == "conv":
+        o = cfg.optimizer
+        if (o.name != "adam" or cfg.model.num_classes or cfg.vae.likelihood != "gaussian"
+                or cfg.vae.scale != "learned" or not cfg.vae.discretized):
+            return None  # the peer implements unconditional, discretised learned-scale only
+        return "torch_vae", {"size": cfg.data.image_size, "channels": cfg.data.channels,
+                             "latent": cfg.model.latent_dim, "width": cfg.model.vae_width,
+                             "lr": o.learning_rate, "betas": (o.b1, o.b2), "eps": o.eps}
+    return None
 
-        from benchmarks.peers import torch_dcgan
+
+def run_peers(configs: list[str], batches: list[int] | None, steps: int,
+              warmup: int = 3) -> list[dict]:
+    try:
+        import importlib
+
+        import torch  # noqa: F401
     except ImportError:
         print("PyTorch not installed (pip install -e '.[bench]'): no peer rows")
         return []
     rows = []
     for name in configs:
         cfg = load_config(name)
-        if cfg.model.family != "gan" or cfg.model.arch != "dcgan":
+        peer = peer_for(cfg)
+        if peer is None:
+            print(f"no PyTorch peer for {name} ({cfg.model.family}/{cfg.model.arch})")
             continue
+        module = importlib.import_module(f"benchmarks.peers.{peer[0]}")
         for b in batches or [cfg.train.batch_size]:
             for compiled in (False, True):
                 try:
-                    r = torch_dcgan.time_steps(batch=b, steps=steps, compile_model=compiled,
-                                               size=cfg.data.image_size,
-                                               nz=cfg.model.latent_dim)
+                    r = module.time_steps(batch=b, steps=steps, warmup=warmup,
+                                          compile_model=compiled, **peer[1])
                 except Exception as e:  # torch.compile needs a working toolchain
-                    print(f"peer {'torch.compile' if compiled else 'eager'} failed: {e}")
+                    print(f"peer {'torch.compile' if compiled else 'eager'} {name} failed: {e}")
                     continue
                 r["config"] = name
                 rows.append(r)
@@ -225,12 +244,15 @@ def markdown(report: dict) -> str:
             f"{r['compile_s']:.1f} | {r['flops_per_step'] / 1e9:.1f} | "
             f"{r['achieved_flops_per_device'] / 1e9:.1f} | {r['mfu']:.1%} |")
     if report["peers"]:
-        lines += ["", "| peer | config | batch | img/s | ratio genart_jax best / peer |",
+        # Each peer row is paired with its own config's rows at the same batch on one device,
+        # in float32 (the peers run float32): the best of drivers and steps per call.
+        lines += ["", "| peer | config | batch | img/s | ratio genart_jax best float32 / peer |",
                   "|---|---|---|---|---|"]
         for p in report["peers"]:
             ours = max((r["images_per_sec"] for r in report["results"]
                         if r["config"] == p["config"] and r["batch"] == p["batch"]
-                        and r["devices"] == 1), default=float("nan"))
+                        and r["devices"] == 1 and r["dtype"] == "float32"),
+                       default=float("nan"))
             lines.append(f"| {p['peer']} ({p['threads']} threads) | {p['config']} | "
                          f"{p['batch']} | {p['images_per_sec']:.0f} | "
                          f"{ours / p['images_per_sec']:.2f}x |")

@@ -1,0 +1,67 @@
+"""The PyTorch conv-VAE peer of `genart bench` matches genart_jax's conv VAE layer for layer
+(parameter counts) and times a step; `run_peers` dispatches each config to its own peer and the
+report pairs each peer row with its own config."""
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import bench
+from genart_jax.config import apply_overrides, load_config
+from genart_jax.train.vae import build_model
+
+
+def _genart_params(cfg) -> int:
+    model = build_model(cfg)
+    s, c = cfg.data.image_size, cfg.data.channels
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), np.zeros((1, s, s, c), np.float32))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+
+
+@pytest.mark.parametrize("overrides", [{}, {"data.image_size": "16", "model.latent_dim": "8",
+                                            "model.vae_width": "4", "data.channels": "1"}])
+def test_torch_vae_has_genart_conv_vae_parameter_count(overrides):
+    pytest.importorskip("torch")
+    from benchmarks.peers import torch_vae
+
+    cfg = apply_overrides(load_config("bench_convvae32"), overrides)
+    _, kwargs = bench.peer_for(cfg)
+    model = torch_vae.build(size=kwargs["size"], channels=kwargs["channels"],
+                            latent=kwargs["latent"], width=kwargs["width"])
+    assert sum(p.numel() for p in model.parameters()) == _genart_params(cfg)
+
+
+def test_torch_vae_times_a_step_at_a_tiny_size():
+    pytest.importorskip("torch")
+    from benchmarks.peers import torch_vae
+
+    r = torch_vae.time_steps(batch=4, steps=1, warmup=1, size=8, channels=1, latent=4, width=4)
+    assert r["peer"] == "pytorch eager" and r["batch"] == 4
+    assert r["images_per_sec"] > 0 and np.isfinite(r["step_s_median"])
+
+
+def test_peer_dispatch_by_family():
+    assert bench.peer_for(load_config("bench_dcgan32"))[0] == "torch_dcgan"
+    assert bench.peer_for(load_config("bench_convvae32"))[0] == "torch_vae"
+    assert bench.peer_for(load_config("vae_digits")) is None  # the MLP VAE has no peer
+
+
+def test_markdown_pairs_each_peer_with_its_own_config():
+    def row(config, ips, dtype="float32"):
+        return {"config": config, "dtype": dtype, "batch": 128, "devices": 1,
+                "driver": "shard_map", "steps_per_call": 1, "images_per_sec": ips,
+                "images_per_sec_per_device": ips, "images_per_sec_p90": ips, "compile_s": 1.0,
+                "flops_per_step": 1e9, "achieved_flops_per_device": 1e9, "mfu": 0.1}
+
+    report = {"machine": {"backend": "cpu", "device_count": 1, "device_kind": "cpu",
+                          "processor": "x", "platform": "x", "versions": {"jax": "0"},
+                          "date": "d", "simulated_cpu_devices": False},
+              "matmul_peak_flops": {"float32": 1e10},
+              "results": [row("a", 100.0), row("a", 900.0, "bfloat16"), row("b", 300.0)],
+              "peers": [{"peer": "pytorch eager", "threads": 2, "config": "a", "batch": 128,
+                         "images_per_sec": 50.0},
+                        {"peer": "pytorch eager", "threads": 2, "config": "b", "batch": 128,
+                         "images_per_sec": 100.0}]}
+    md = bench.markdown(report)
+    assert "| a | 128 | 50 | 2.00x |" in md
+    assert "| b | 128 | 100 | 3.00x |" in md
