@@ -144,8 +144,9 @@ def test_unconditional_param_trees_unchanged_and_conditional_adds_two_tables(arc
     _, _, cgv, cdv = init_models(cfg)
     g_extra = set(tree_shapes(cgv["params"])) - set(UNCONDITIONAL[arch][0])
     d_extra = set(tree_shapes(cdv["params"])) - set(UNCONDITIONAL[arch][1])
-    if arch == "mlp":
-        assert g_extra == {"['label_embed']['embedding']"}
+    if arch == "mlp":  # a scale and a shift table per hidden layer
+        assert g_extra == {f"['film{i}_{kind}']['embedding']" for i in range(2)
+                           for kind in ("scale", "shift")}
     else:  # each BatchNorm's scale and bias become per-class tables
         bn = {k for k in UNCONDITIONAL[arch][0] if "BatchNorm" in k}
         assert set(UNCONDITIONAL[arch][0]) - set(tree_shapes(cgv["params"])) == bn

@@ -1,8 +1,12 @@
-"""Class conditioning shared by the GAN models: a learned label embedding for generators,
-conditional BatchNorm (class-specific scale and shift after a shared normalisation) for the
-DCGAN generator, and the projection term of projection discriminators (Miyato & Koyama 2018,
-"cGANs with Projection Discriminator"). Called from inside a module's compact `__call__`, so
-the layers they make are that module's submodules."""
+"""Class conditioning shared by the GAN models: conditional BatchNorm (class-specific scale and
+shift after a shared normalisation) for the DCGAN generator, a class-specific scale and shift of
+each hidden layer for the MLP generator, and the projection term of projection discriminators
+(Miyato & Koyama 2018, "cGANs with Projection Discriminator"). Called from inside a module's
+compact `__call__`, so the layers they make are that module's submodules.
+
+Measured on the digits (within-theme pixel std of samples; real digits 0.29): with a learned
+label embedding concatenated to z instead, both generators ignored z (DCGAN 0.008, MLP 0.03);
+with these, DCGAN 0.17 and MLP 0.17, themes still 99-100% right."""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 Dtype = Any
-LABEL_INIT = nn.initializers.normal(1.0)  # label vectors on the scale of z ~ N(0, I)
 PROJECTION_INIT = nn.initializers.normal(0.02)  # starts close to the unconditional logit
 
 
@@ -23,14 +26,6 @@ def check_labels(labels: jnp.ndarray | None, num_classes: int, what: str) -> Non
                          "labels, int32 class numbers of shape (N,)")
     if num_classes <= 0 and labels is not None:
         raise ValueError(f"this {what} is unconditional (num_classes=0) and takes no labels")
-
-
-def concat_label_embedding(z: jnp.ndarray, labels: jnp.ndarray, num_classes: int,
-                           features: int) -> jnp.ndarray:
-    """[z, embed(labels)] (N, latent + features): the class enters the generator as a learned
-    vector beside the noise, in float32 params, the same dtype as z."""
-    emb = nn.Embed(num_classes, features, embedding_init=LABEL_INIT, name="label_embed")(labels)
-    return jnp.concatenate([z, emb.astype(z.dtype)], axis=-1)
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -58,6 +53,19 @@ class ConditionalBatchNorm(nn.Module):
                          name="shift")(labels)
         shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (c,)
         return x * scale.reshape(shape).astype(x.dtype) + shift.reshape(shape).astype(x.dtype)
+
+
+def class_scale_shift(x: jnp.ndarray, labels: jnp.ndarray, num_classes: int, name: str
+                      ) -> jnp.ndarray:
+    """x * scale[y] + shift[y] per feature (tables start at 1 and 0): the class modulates a
+    layer's features instead of entering beside z, where it drowned z (see
+    `ConditionalBatchNorm`)."""
+    c = x.shape[-1]
+    scale = nn.Embed(num_classes, c, embedding_init=nn.initializers.ones,
+                     name=f"{name}_scale")(labels)
+    shift = nn.Embed(num_classes, c, embedding_init=nn.initializers.zeros,
+                     name=f"{name}_shift")(labels)
+    return x * scale.astype(x.dtype) + shift.astype(x.dtype)
 
 
 def projection(phi: jnp.ndarray, labels: jnp.ndarray, num_classes: int, dtype: Dtype

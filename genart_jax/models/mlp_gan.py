@@ -1,9 +1,10 @@
 """The origin document's fully connected GAN: G Dense 128-256-512-1024-(H*W*C) with
 LeakyReLU(0.01) and tanh; D Dense 1024-512-256-1 with LeakyReLU(0.01), returning logits.
 
-With `num_classes > 0` the generator concatenates a learned label embedding to z and the
-discriminator is a projection discriminator on its last hidden layer (see
-`genart_jax.models.conditioning`); with `num_classes == 0` the models are unchanged."""
+With `num_classes > 0` each hidden layer of the generator is scaled and shifted per class
+(`class_scale_shift`) and the discriminator is a projection discriminator on its last hidden
+layer (see `genart_jax.models.conditioning`); with `num_classes == 0` the models are
+unchanged."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from genart_jax.models.conditioning import check_labels, concat_label_embedding, projection
+from genart_jax.models.conditioning import check_labels, class_scale_shift, projection
 
 Dtype = Any
 
@@ -34,10 +35,11 @@ class MLPGenerator(nn.Module):
         del train  # no batch statistics; the argument keeps one interface for all generators
         check_labels(labels, self.num_classes, "generator")
         x = z
-        if self.num_classes > 0:
-            x = concat_label_embedding(z, labels, self.num_classes, z.shape[-1])
-        for width in self.hidden:
-            x = nn.leaky_relu(nn.Dense(width, dtype=self.dtype)(x), self.leak)
+        for i, width in enumerate(self.hidden):
+            x = nn.Dense(width, dtype=self.dtype)(x)
+            if self.num_classes > 0:
+                x = class_scale_shift(x, labels, self.num_classes, f"film{i}")
+            x = nn.leaky_relu(x, self.leak)
         x = nn.Dense(math.prod(self.out_shape), dtype=self.dtype)(x)
         return jnp.tanh(x.astype(jnp.float32)).reshape(z.shape[0], *self.out_shape)
 
