@@ -4,8 +4,7 @@ G update per step reusing the one generator forward, timed like genart_jax's ste
 
 from __future__ import annotations
 
-import statistics
-import time
+from benchmarks.peers.timing import time_step
 
 
 def build(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3, size: int = 32):
@@ -57,18 +56,5 @@ def time_steps(batch: int = 128, steps: int = 20, warmup: int = 3, compile_model
         loss_g.backward()
         opt_g.step()
 
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    warm_s = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    med = statistics.median(times)
-    return {"peer": "pytorch " + ("torch.compile" if compile_model else "eager"),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch,
-            "step_s_median": med, "step_s_p90": times[int(0.9 * (len(times) - 1))],
-            "images_per_sec": batch / med, "warmup_s": warm_s}
+    return time_step(step, batch=batch, steps=steps, warmup=warmup,
+                     compile_model=compile_model)

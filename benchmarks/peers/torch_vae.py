@@ -10,8 +10,8 @@ Timed like genart_jax's step."""
 from __future__ import annotations
 
 import math
-import statistics
-import time
+
+from benchmarks.peers.timing import time_step
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -99,19 +99,6 @@ def time_steps(batch: int = 128, steps: int = 20, warmup: int = 3, compile_model
         opt.step()
         return loss
 
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    warm_s = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    med = statistics.median(times)
-    return {"peer": "pytorch " + ("torch.compile" if compile_model else "eager"),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch,
-            "step_s_median": med, "step_s_p90": times[int(0.9 * (len(times) - 1))],
-            "images_per_sec": batch / med, "warmup_s": warm_s,
+    return {**time_step(step, batch=batch, steps=steps, warmup=warmup,
+                        compile_model=compile_model),
             "params": sum(p.numel() for p in model.parameters())}
