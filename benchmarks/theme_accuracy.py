@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from genart_jax import sampling
-from genart_jax.cli import _restore_workdir
+from genart_jax.checkpoint import restore_workdir
 from genart_jax.data import read_split
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--per-theme", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    cfg, state, step = _restore_workdir(args.workdir, None)
+    cfg, state, _, step = restore_workdir(args.workdir)
     k = cfg.model.num_classes
     if k <= 0:
         raise SystemExit("this workdir holds an unconditional model (model.num_classes=0)")

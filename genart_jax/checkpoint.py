@@ -107,3 +107,26 @@ def restore(workdir: str | Path, target: PyTree, step: int | None = None
                 f"checkpoint {step} in {checkpoint_dir(workdir)} does not match this model "
                 f"(was it written by another model or config?): {e}") from e
     return restored["state"], restored["meta"], step
+
+
+def workdir_config(workdir: str | Path) -> Any:
+    """The resolved config (ml_collections.ConfigDict) a training run wrote to
+    WORKDIR/config.json."""
+    from genart_jax.config import from_json
+
+    config_file = Path(workdir) / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{workdir} has no config.json: is it a genart_jax workdir? Train "
+                              f"with `genart train --workdir {workdir}` first")
+    return from_json(config_file.read_text())
+
+
+def restore_workdir(workdir: str | Path, step: int | None = None, cfg: Any = None
+                    ) -> tuple[Any, PyTree, dict[str, Any], int]:
+    """(config, host state, meta, step) of a training workdir's checkpoint `step` (default:
+    the latest); `cfg` if the caller has already read the workdir's config."""
+    from genart_jax.train import abstract_state
+
+    cfg = workdir_config(workdir) if cfg is None else cfg
+    state, meta, step = restore(workdir, abstract_state(cfg), step)
+    return cfg, state, meta, step

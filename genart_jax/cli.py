@@ -224,19 +224,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _restore_workdir(workdir: str, step: int | None):
-    """(config, host state, step) of a training workdir's checkpoint."""
-    from genart_jax import checkpoint
-    from genart_jax.config import from_json
-    from genart_jax.train import abstract_state
+def _restore(args):
+    """(config, host state, step) of `--workdir`'s checkpoint `--step` (default: the latest)."""
+    from genart_jax.checkpoint import restore_workdir
 
-    config_file = Path(workdir) / "config.json"
-    if not config_file.is_file():
-        raise checkpoint.CheckpointError(
-            f"{workdir} has no config.json: is it a genart_jax workdir? Train with "
-            f"`genart train --workdir {workdir}` first")
-    cfg = from_json(config_file.read_text())
-    state, _, step = checkpoint.restore(workdir, abstract_state(cfg), step)
+    cfg, state, _, step = restore_workdir(args.workdir, args.step)
     return cfg, state, step
 
 
@@ -264,7 +256,7 @@ def _sample(args) -> int:
         cfg, params, stats, meta = load_generator(args.from_export)
         step, kind = meta["step"], "exported"
     else:
-        cfg, state, step = _restore_workdir(args.workdir, args.step)
+        cfg, state, step = _restore(args)
         kind = "raw" if args.no_ema and cfg.model.family == "gan" else "EMA"
     try:
         themes = sampling.parse_themes(args.theme, cfg.model.num_classes)
@@ -422,7 +414,7 @@ def _eval(args) -> int:
         _print_quality(result, f"{args.reference} split")
         print(json.dumps(result))
         return 0
-    cfg, state, step = _restore_workdir(args.workdir, args.step)
+    cfg, state, step = _restore(args)
     result = {"step": step}
     if cfg.model.family == "vae":
         split = args.split or cfg.vae.eval_split
@@ -607,7 +599,7 @@ def _bench(args) -> int:
 def _export(args) -> int:
     from genart_jax.export import export_generator
 
-    cfg, state, step = _restore_workdir(args.workdir, args.step)
+    cfg, state, step = _restore(args)
     path = export_generator(cfg, state, args.out, step=step, use_ema=not args.no_ema)
     print(f"Exported the generator of step {step} to {path} (+ {path.with_suffix('.json')})")
     return 0

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from genart_jax import sampling
+from genart_jax import checkpoint, sampling
 from genart_jax.feedback import CheckpointGenerator, Generator, Judge
 
 CHUNK = 512
@@ -35,18 +35,14 @@ def checkpoint_generator(workdir: str | Path, step: int | None = None, use_ema: 
                          ) -> CheckpointGenerator:
     """The generator of an unconditional GAN workdir; a VAE or a conditional GAN (whose class
     is its label, not a latent direction: use `genart sample --theme`) is a DirectionError."""
-    from genart_jax.config import from_json
-
-    config_file = Path(workdir) / "config.json"
-    if config_file.is_file():
-        model = from_json(config_file.read_text()).model
-        if model.family != "gan":
-            raise DirectionError(f"class directions are latent directions of a GAN; {workdir} "
-                                 f"holds a {model.family.upper()}")
-        if model.num_classes > 0:
-            raise DirectionError(f"{workdir} holds a conditional GAN ({model.num_classes} "
-                                 f"classes): its class is its label, pick it with `genart "
-                                 f"sample --theme K` instead of a latent direction")
+    model = checkpoint.workdir_config(workdir).model
+    if model.family != "gan":
+        raise DirectionError(f"class directions are latent directions of a GAN; {workdir} "
+                             f"holds a {model.family.upper()}")
+    if model.num_classes > 0:
+        raise DirectionError(f"{workdir} holds a conditional GAN ({model.num_classes} "
+                             f"classes): its class is its label, pick it with `genart "
+                             f"sample --theme K` instead of a latent direction")
     return CheckpointGenerator(workdir, step, use_ema)
 
 

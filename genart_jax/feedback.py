@@ -198,30 +198,17 @@ class Generator(Protocol):
     def __call__(self, z: np.ndarray) -> np.ndarray: ...
 
 
-def restore_workdir(workdir: str | Path, step: int | None
-                    ) -> tuple[ml_collections.ConfigDict, Any, dict[str, Any], int]:
-    """(config, host state, checkpoint meta, step) of a GAN training workdir."""
-    from genart_jax.config import from_json
-    from genart_jax.train import abstract_state
-
-    config_file = Path(workdir) / "config.json"
-    if not config_file.is_file():
-        raise checkpoint.CheckpointError(f"{workdir} has no config.json: is it a genart_jax "
-                                         f"workdir? Train with `genart train` first")
-    cfg = from_json(config_file.read_text())
-    if cfg.model.family != "gan":
-        raise FeedbackError("feedback sessions steer GAN latents; this workdir holds a "
-                            f"{cfg.model.family.upper()}")
-    state, meta, step = checkpoint.restore(workdir, abstract_state(cfg), step)
-    return cfg, state, meta, step
-
-
 class CheckpointGenerator:
     """The generator of a workdir's checkpoint (EMA weights with recalibrated BatchNorm
     statistics by default, as `genart sample` uses)."""
 
     def __init__(self, workdir: str | Path, step: int | None = None, use_ema: bool = True):
-        self.cfg, self.state, self.meta, self.step = restore_workdir(workdir, step)
+        cfg = checkpoint.workdir_config(workdir)
+        if cfg.model.family != "gan":
+            raise FeedbackError("feedback sessions steer GAN latents; this workdir holds a "
+                                f"{cfg.model.family.upper()}")
+        self.cfg, self.state, self.meta, self.step = checkpoint.restore_workdir(workdir, step,
+                                                                                cfg)
         self.use_ema = use_ema
         self.params, self.stats = sampling.generator_variables(self.cfg, self.state, use_ema)
         self.latent_dim = int(self.cfg.model.latent_dim)
