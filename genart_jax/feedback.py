@@ -349,13 +349,8 @@ class FeedbackSession:
 
     def liked_latents(self) -> tuple[np.ndarray, np.ndarray]:
         """(liked, disliked) latents of all rated rounds."""
-        dim = self.distribution.mean.shape[0]
-        liked, disliked = [np.zeros((0, dim))], [np.zeros((0, dim))]
-        for rec in self.history:
-            z = np.load(self.dir / rec["latents"], allow_pickle=False)
-            liked.append(z[rec["liked"]])
-            disliked.append(z[rec["disliked"]])
-        return np.concatenate(liked), np.concatenate(disliked)
+        rated, liked = self.rated_latents()
+        return rated[liked], rated[~liked]
 
     def direction(self) -> np.ndarray:
         """Liked minus disliked mean latent: add it (`genart sample --direction`) to push any
