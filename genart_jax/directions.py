@@ -124,8 +124,7 @@ def labelled_rows(images: np.ndarray, labels: Sequence[str], cols: int, tile: in
     left of row r; each tile upscaled (nearest) to about `tile` pixels."""
     grid = sampling.image_grid(images, ncols=cols)
     scale = max(1, tile // max(images.shape[1:3]))
-    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).convert("RGB")
-    img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.Resampling.NEAREST)
+    img = sampling.grid_image(grid, scale).convert("RGB")
     margin, row_h = 40, (images.shape[1] + 2) * scale
     out = Image.new("RGB", (img.size[0] + margin, img.size[1]), "white")
     out.paste(img, (margin, 0))

@@ -140,15 +140,19 @@ def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np
     return grid
 
 
+def grid_image(grid: np.ndarray, scale: int = 1) -> Image.Image:
+    """A uint8 grid (H, W, C) as a PIL image, upscaled by the integer `scale` (nearest)."""
+    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    if scale > 1:
+        img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.Resampling.NEAREST)
+    return img
+
+
 def save_png(grid: np.ndarray, path: str | Path, min_size: int = 256) -> Path:
     """Write a grid as PNG, upscaled by an integer factor (nearest) to at least `min_size`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    scale = max(1, math.ceil(min_size / max(img.size)))
-    if scale > 1:
-        img = img.resize((img.size[0] * scale, img.size[1] * scale), Image.Resampling.NEAREST)
-    img.save(path)
+    grid_image(grid, math.ceil(min_size / max(grid.shape[:2]))).save(path)
     return path
 
 
