@@ -1,10 +1,9 @@
 """DCGAN generator and discriminator (Radford et al. 2016) for square images of 4 * 2^k pixels.
 
-The generator's k4/s2 transposed convolutions are computed in their four-phase form (`UpConv`):
-four 2x2 stride-1 convolutions whose outputs interleave into the 2x upsampled image. It is the
-same linear map as a transposed convolution with a 4x4 kernel, stride 2, padding 1 (PyTorch's
-`ConvTranspose2d(k=4, s=2, p=1)`), but its weight gradient runs as ordinary convolutions, which
-XLA:CPU computes about 5x faster than the transposed form (see DESIGN.md).
+The generator's k4/s2 transposed convolutions (`UpConv`, PyTorch's `ConvTranspose2d(k=4, s=2,
+p=1)`) and the discriminator's k4/s2 convolutions (`DownConv`) are
+`genart_jax.models.resample_conv`'s layers, whose forward and backward passes are picked per
+backend for speed.
 
 With `num_classes > 0` both are class-conditional (see `genart_jax.models.conditioning`): the
 generator's BatchNorms become conditional (a scale and shift per class), and the discriminator
@@ -18,11 +17,10 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-from jax import lax
 
 from genart_jax.models.conditioning import ConditionalBatchNorm, check_labels, projection
+from genart_jax.models.resample_conv import downsample_conv, upsample_conv
 
 Dtype = Any
 dcgan_init = nn.initializers.normal(0.02)
@@ -39,57 +37,9 @@ def num_stages(image_size: int) -> int:
     return int(k)
 
 
-def upsample_conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-    """The k4/s2/p1 transposed convolution out[2i + k - 1] += x[i] * w[k] (w: (4, 4, in, out))
-    as four 2x2 stride-1 convolutions interleaved: output pixel (2m + a, 2n + b) correlates the
-    input at rows (m - 1 + a, m + a), columns (n - 1 + b, n + b) with taps w[3-a::-2, 3-b::-2]."""
-    rows = []
-    for a in (0, 1):
-        cols = []
-        for b in (0, 1):
-            cols.append(lax.conv_general_dilated(
-                x, w[3 - a::-2, 3 - b::-2], window_strides=(1, 1),
-                padding=((1 - a, a), (1 - b, b)),
-                dimension_numbers=("NHWC", "HWIO", "NHWC")))
-        rows.append(jnp.stack(cols, axis=3))  # (N, H, W, 2[b], C)
-    y = jnp.stack(rows, axis=2)  # (N, H, 2[a], W, 2[b], C)
-    n, h, _, wd, _, c = y.shape
-    return y.reshape(n, 2 * h, 2 * wd, c)
-
-
-def _conv_s2(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-    return lax.conv_general_dilated(x, w, window_strides=(2, 2), padding=((1, 1), (1, 1)),
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@jax.custom_vjp
-def downsample_conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-    """Convolution with kernel 4, stride 2, padding 1 (w: (4, 4, in, out)). Same values and
-    gradients as `lax.conv_general_dilated`, but the input gradient, a k4/s2 transposed
-    convolution, runs in four-phase form (`upsample_conv`), which XLA:CPU computes about 3x
-    faster than its dilated-input convolution."""
-    return _conv_s2(x, w)
-
-
-def _down_fwd(x, w):
-    return _conv_s2(x, w), (x, w)
-
-
-def _down_bwd(res, ct):
-    x, w = res
-    dx = upsample_conv(ct, jnp.swapaxes(w, 2, 3))
-    (dw,) = jax.vjp(lambda w_: _conv_s2(x, w_), w)[1](ct)
-    return dx.astype(x.dtype), dw
-
-
-downsample_conv.defvjp(_down_fwd, _down_bwd)
-
-
 class UpConv(nn.Module):
-    """2x upsampling convolution: kernel 4, stride 2, padding 1, in four-phase form.
+    """2x upsampling convolution: kernel 4, stride 2, padding 1 (see `upsample_conv`).
 
-    Output pixel (2m + a, 2n + b) is a 2x2 correlation of the input at rows (m - 1 + a, m + a)
-    and columns (n - 1 + b, n + b) with the kernel taps w[3 - a :: -2, 3 - b :: -2].
     `kernel` has shape (4, 4, in, out) with PyTorch's scatter semantics:
     out[2i + k - 1] += x[i] * w[k].
     """

@@ -1,0 +1,94 @@
+"""The k4/s2 convolution pair (`resample_conv`): every implementation of each pass against a
+float64 NumPy definition, and both layers' custom VJPs against autodiff of XLA's convolution."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genart_jax.models import resample_conv as rc
+from tests.test_models import transposed_conv_reference
+
+
+def strided_conv_reference(b, w):
+    """float64 definition: s[i, j] = sum_{kh, kw} b[2i + kh - 1, 2j + kw - 1] w[kh, kw]."""
+    n, h2, w2, _ = b.shape
+    p = np.zeros((n, h2 + 2, w2 + 2, b.shape[-1]))
+    p[:, 1:-1, 1:-1] = b
+    out = np.zeros((n, h2 // 2, w2 // 2, w.shape[-1]))
+    for i in range(h2 // 2):
+        for j in range(w2 // 2):
+            for kh in range(4):
+                for kw in range(4):
+                    out[:, i, j] += p[:, 2 * i + kh, 2 * j + kw] @ w[kh, kw]
+    return out
+
+
+# Small maps of 2x3 (<= 16 pixels: the four-phase branch on CPU) and 5x4 (the s2d branch).
+SHAPES = [(2, 3), (5, 4)]
+
+
+def _arrays(h, wd, cb=3, cs=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(2, 2 * h, 2 * wd, cb)), rng.normal(size=(2, h, wd, cs)),
+            rng.normal(size=(4, 4, cb, cs)))
+
+
+@pytest.mark.parametrize("h,wd", SHAPES)
+def test_every_down_implementation_is_the_strided_convolution(h, wd):
+    b, _, w = _arrays(h, wd)
+    want = strided_conv_reference(b, w)
+    for f in (rc.down_xla, rc.down_s2d, rc.down):
+        got = jax.jit(f)(jnp.float32(b), jnp.float32(w))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f.__name__)
+
+
+@pytest.mark.parametrize("h,wd", SHAPES)
+def test_every_up_implementation_is_the_transposed_convolution(h, wd):
+    _, s, w = _arrays(h, wd)
+    # up(s, w) with w (4, 4, Cb, Cs) is ConvTranspose with kernel (4, 4, Cs, Cb).
+    want = transposed_conv_reference(s, np.swapaxes(w, 2, 3))
+    for f in (rc.up_xla, rc.up_s2d, rc.up_four_phase, rc.up):
+        got = jax.jit(f)(jnp.float32(s), jnp.float32(w))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f.__name__)
+
+
+@pytest.mark.parametrize("h,wd", SHAPES)
+def test_every_kernel_gradient_is_the_adjoint_in_w(h, wd):
+    b, s, _ = _arrays(h, wd)
+    # <down(b, w), s> = sum_{i, k} b[2i + k - 1] w[k] s[i], so its gradient in w[kh, kw] is
+    # sum_i b[2i + kh - 1]^T s[i]; build it from the float64 reference by linearity.
+    want = np.zeros((4, 4, 3, 5))
+    for kh in range(4):
+        for kw in range(4):
+            for ci in range(3):
+                e = np.zeros((4, 4, 3, 1))
+                e[kh, kw, ci, 0] = 1.0
+                want[kh, kw, ci] = np.einsum("nhw,nhwd->d", strided_conv_reference(b, e)[..., 0], s)
+    for f in (rc.kernel_grad_xla, rc.kernel_grad_taps, rc.kernel_grad):
+        got = jax.jit(f)(jnp.float32(b), jnp.float32(s))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f.__name__)
+
+
+@pytest.mark.parametrize("h,wd", SHAPES)
+def test_layer_vjps_match_autodiff_of_xla_convolutions(h, wd):
+    b, s, w = (jnp.float32(a) for a in _arrays(h, wd, seed=1))
+    # Downsampling layer: input b, kernel w, output cotangent s.
+    got = jax.vjp(rc.downsample_conv, b, w)[1](s)
+    want = jax.vjp(rc.down_xla, b, w)[1](s)
+    for g, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+    # Upsampling layer: input s, kernel (4, 4, Cs, Cb), output cotangent b.
+    wt = jnp.swapaxes(w, 2, 3)
+    got = jax.vjp(rc.upsample_conv, s, wt)[1](b)
+    want = jax.vjp(lambda s_, w_: rc.up_xla(s_, jnp.swapaxes(w_, 2, 3)), s, wt)[1](b)
+    for g, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_layers_keep_bfloat16():
+    b, s, w = (jnp.asarray(a, jnp.bfloat16) for a in _arrays(5, 4))
+    y, vjp = jax.vjp(rc.downsample_conv, b, w)
+    assert y.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in vjp(s))
+    ref = rc.down_xla(b.astype(jnp.float32), w.astype(jnp.float32))
+    np.testing.assert_allclose(y.astype(jnp.float32), ref, rtol=0.05, atol=0.3)
