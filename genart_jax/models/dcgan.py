@@ -52,11 +52,15 @@ class UpConv(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         w = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-        y = upsample_conv(x.astype(self.dtype), w.astype(self.dtype))
-        if self.use_bias:
-            bias = self.param("bias", nn.initializers.zeros, (self.features,))
-            y = y + bias.astype(self.dtype).reshape(1, 1, 1, -1)
+        return _add_bias(self, upsample_conv(x.astype(self.dtype), w.astype(self.dtype)))
+
+
+def _add_bias(module: nn.Module, y: jnp.ndarray) -> jnp.ndarray:
+    """y + the module's per-channel "bias" parameter (zeros at init) when `use_bias`."""
+    if not module.use_bias:
         return y
+    bias = module.param("bias", nn.initializers.zeros, (module.features,))
+    return y + bias.astype(module.dtype).reshape(1, 1, 1, -1)
 
 
 def _batch_norm(train: bool, momentum: float, axis_name: str | None, dtype: Dtype) -> nn.Module:
@@ -109,16 +113,18 @@ class DCGANGenerator(nn.Module):
 
 
 class DownConv(nn.Module):
-    """Convolution kernel 4, stride 2, padding 1, no bias (see `downsample_conv`)."""
+    """Convolution kernel 4, stride 2, padding 1 (see `downsample_conv`). With `use_bias` its
+    parameters are those of `nn.Conv(features, (4, 4), strides=2, padding=1)`."""
 
     features: int
+    use_bias: bool = False
     dtype: Dtype = jnp.float32
     kernel_init: Any = dcgan_init
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         w = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-        return downsample_conv(x.astype(self.dtype), w.astype(self.dtype))
+        return _add_bias(self, downsample_conv(x.astype(self.dtype), w.astype(self.dtype)))
 
 
 class DCGANDiscriminator(nn.Module):

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genart_jax.models.dcgan import UpConv, dcgan_init, num_stages
+from genart_jax.models.dcgan import DownConv, UpConv, dcgan_init, num_stages
 
 Dtype = Any
 
@@ -46,9 +46,9 @@ class VAE(nn.Module):
             if h != w:
                 raise ValueError(f"the conv VAE needs square images, got {h}x{w}")
             self.stages = num_stages(h)
-            self.enc_convs = [nn.Conv(self.width * 2**i, (4, 4), strides=(2, 2),
-                                      padding=((1, 1), (1, 1)), dtype=self.dtype,
-                                      name=f"enc_conv{i}") for i in range(self.stages)]
+            self.enc_convs = [DownConv(self.width * 2**i, use_bias=True, dtype=self.dtype,
+                                       kernel_init=nn.initializers.lecun_normal(),
+                                       name=f"enc_conv{i}") for i in range(self.stages)]
             c0 = self.width * 2 ** (self.stages - 1)
             self.dec_in = nn.Dense(4 * 4 * c0, dtype=self.dtype, name="dec_in")
             self.dec_ups = [UpConv(c0 // 2 ** (i + 1), use_bias=True, dtype=self.dtype,
