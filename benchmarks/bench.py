@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.interleave import Timed, time_interleaved
 from genart_jax.config import apply_overrides, load_config
 from genart_jax.train.loop import build_training
 
@@ -85,36 +86,42 @@ def _batch(cfg, k: int, abstract: bool = False):
             "label": rng.integers(0, 10, shape[:-3]).astype(np.int32)}
 
 
-def time_case(case: Case, steps: int, warmup: int) -> dict[str, Any]:
+def prepare_case(case: Case, warmup: int) -> tuple[Timed, dict[str, Any]]:
+    """Build, compile and warm up one case; its `Timed` runs one call (k steps) per call."""
     cfg = load_config(case.config, {"train.driver": case.driver, "model.dtype": case.dtype,
                                     "train.batch_size": str(case.batch)})
     k = case.steps_per_call
     driver, init_fn = build_training(cfg, jax.devices()[:case.devices], steps_per_call=k)
-    state = driver.init_state(init_fn, jax.random.PRNGKey(0))
+    holder = {"state": driver.init_state(init_fn, jax.random.PRNGKey(0))}
     batch = driver.put_batch(_batch(cfg, k))
+
+    def call():
+        holder["state"], metrics = driver.step(holder["state"], batch)
+        jax.block_until_ready(metrics)
+
     t0 = time.perf_counter()
-    state, m = driver.step(state, batch)
-    jax.block_until_ready(m)
+    call()
     compile_s = time.perf_counter() - t0
     for _ in range(max(0, warmup - 1)):
-        state, m = driver.step(state, batch)
-    jax.block_until_ready(m)
-    calls = max(1, -(-steps // k))
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        state, m = driver.step(state, batch)
-        jax.block_until_ready(m)
-        times.append((time.perf_counter() - t0) / k)
-    times.sort()
-    med, p90 = statistics.median(times), times[int(0.9 * (len(times) - 1))]
+        call()
+    label = f"{case.config} {case.dtype} batch {case.batch} devices {case.devices} " \
+            f"{case.driver} k={k}"
+    return Timed(label, call, k), {**dataclasses.asdict(case), "compile_s": compile_s,
+                                   "images_per_step": case.batch * cfg.train.d_steps}
+
+
+def case_row(meta: dict[str, Any], timed: Timed, flops_per_step: float, peak: float
+             ) -> dict[str, Any]:
+    """The results row of a timed case: throughput (median, p90), FLOP/s and MFU."""
+    t = timed.summary()
+    images, n = meta.pop("images_per_step"), meta["devices"]
+    achieved = flops_per_step / t["step_s_median"] / n
     stats = jax.devices()[0].memory_stats() or {}
-    images = case.batch * cfg.train.d_steps
-    return {**dataclasses.asdict(case), "steps_timed": calls * k, "compile_s": compile_s,
-            "step_s_median": med, "step_s_p90": p90, "images_per_sec": images / med,
-            "images_per_sec_per_device": images / med / case.devices,
-            "images_per_sec_p90": images / p90,
-            "peak_bytes": stats.get("peak_bytes_in_use")}
+    return {**meta, **t, "images_per_sec": images / t["step_s_median"],
+            "images_per_sec_per_device": images / t["step_s_median"] / n,
+            "images_per_sec_p90": images / t["step_s_p90"],
+            "peak_bytes": stats.get("peak_bytes_in_use"), "flops_per_step": flops_per_step,
+            "achieved_flops_per_device": achieved, "mfu": achieved / peak}
 
 
 def machine_info() -> dict[str, Any]:
@@ -134,7 +141,9 @@ def machine_info() -> dict[str, Any]:
 
 def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes: list[str],
         ks: list[int], batches: list[int] | None, steps: int, warmup: int, peers: bool,
-        out: Path) -> dict[str, Any]:
+        out: Path, rounds: int = 4) -> dict[str, Any]:
+    """Every case of each config, and its PyTorch peers, timed interleaved in `rounds` rounds
+    (`benchmarks.interleave`); writes results.json, results.md and plots into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     print(f"{info['backend']} x{info['device_count']} ({info['device_kind']}), jax "
@@ -145,32 +154,39 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
     peaks = {dt: matmul_peak(dt) for dt in dtypes}
     for dt, p in peaks.items():
         print(f"matmul peak {dt}: {p / 1e9:.1f} GFLOP/s")
-    results = []
+    results, peer_rows = [], []
     for name in configs:
         base = load_config(name)
+        cases = []  # (Timed, meta, flops per step, peak)
         for dt in dtypes:
             flops = step_flops(load_config(name, {"model.dtype": dt}))
             for b in batches or [base.train.batch_size]:
                 for n in device_counts:
                     for drv in drivers:
                         for k in ks:
-                            case = Case(name, n, drv, dt, k, b)
-                            r = time_case(case, steps, warmup)
-                            r["flops_per_step"] = flops * b / base.train.batch_size
-                            achieved = r["flops_per_step"] / r["step_s_median"] / n
-                            r["achieved_flops_per_device"] = achieved
-                            r["mfu"] = achieved / peaks[dt]
-                            results.append(r)
-                            print(f"{name} {dt} batch {b} devices {n} {drv} k={k}: "
-                                  f"{r['images_per_sec']:.0f} img/s "
-                                  f"({r['images_per_sec_per_device']:.0f}/device), "
-                                  f"compile {r['compile_s']:.1f} s, "
-                                  f"{achieved / 1e9:.1f} GFLOP/s/device, MFU {r['mfu']:.1%}")
-    peer_rows = []
-    if peers:
-        peer_rows = run_peers(configs, batches, steps, warmup)
+                            timed, meta = prepare_case(Case(name, n, drv, dt, k, b), warmup)
+                            print(f"compiled {timed.name} in {meta['compile_s']:.1f} s")
+                            cases.append((timed, meta, flops * b / base.train.batch_size,
+                                          peaks[dt]))
+        peer_cases = prepare_peers(name, batches, warmup) if peers else []
+        time_interleaved([c[0] for c in cases] + [p[0] for p in peer_cases], steps, rounds,
+                         progress=lambda msg, name=name: print(f"{name}: {msg}", flush=True))
+        for timed, meta, flops, peak in cases:
+            r = case_row(meta, timed, flops, peak)
+            results.append(r)
+            print(f"{timed.name}: {r['images_per_sec']:.0f} img/s "
+                  f"({r['images_per_sec_per_device']:.0f}/device), compile "
+                  f"{r['compile_s']:.1f} s, {r['achieved_flops_per_device'] / 1e9:.1f} "
+                  f"GFLOP/s/device, MFU {r['mfu']:.1%}")
+        for timed, meta in peer_cases:
+            t = timed.summary()
+            row = {**meta, **t, "images_per_sec": meta["batch"] / t["step_s_median"]}
+            peer_rows.append(row)
+            print(f"peer {row['peer']} {name} batch {row['batch']}: "
+                  f"{row['images_per_sec']:.0f} img/s")
     report = {"machine": info, "matmul_peak_flops": peaks, "results": results,
-              "peers": peer_rows}
+              "peers": peer_rows, "timing": {"steps": steps, "rounds": rounds,
+                                             "warmup": warmup}}
     (out / "results.json").write_text(json.dumps(report, indent=2))
     (out / "results.md").write_text(markdown(report))
     plot(report, out)
@@ -179,7 +195,7 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
 
 
 def peer_for(cfg) -> tuple[str, dict] | None:
-    """(peer module name, keyword arguments of its time_steps) for a config with a PyTorch
+    """(peer module name, keyword arguments of its make_step) for a config with a PyTorch
     peer: DCGAN -> torch_dcgan, conv VAE -> torch_vae; None for the others."""
     if cfg.model.family == "gan" and cfg.model.arch == "dcgan":
         return "torch_dcgan", {"size": cfg.data.image_size, "nz": cfg.model.latent_dim}
@@ -194,8 +210,9 @@ def peer_for(cfg) -> tuple[str, dict] | None:
     return None
 
 
-def run_peers(configs: list[str], batches: list[int] | None, steps: int,
-              warmup: int = 3) -> list[dict]:
+def prepare_peers(name: str, batches: list[int] | None, warmup: int
+                  ) -> list[tuple[Timed, dict[str, Any]]]:
+    """The PyTorch peers of config `name` (eager and torch.compile), built and warmed up."""
     try:
         import importlib
 
@@ -203,26 +220,29 @@ def run_peers(configs: list[str], batches: list[int] | None, steps: int,
     except ImportError:
         print("PyTorch not installed (pip install -e '.[bench]'): no peer rows")
         return []
-    rows = []
-    for name in configs:
-        cfg = load_config(name)
-        peer = peer_for(cfg)
-        if peer is None:
-            print(f"no PyTorch peer for {name} ({cfg.model.family}/{cfg.model.arch})")
-            continue
-        module = importlib.import_module(f"benchmarks.peers.{peer[0]}")
-        for b in batches or [cfg.train.batch_size]:
-            for compiled in (False, True):
-                try:
-                    r = module.time_steps(batch=b, steps=steps, warmup=warmup,
-                                          compile_model=compiled, **peer[1])
-                except Exception as e:  # torch.compile needs a working toolchain
-                    print(f"peer {'torch.compile' if compiled else 'eager'} {name} failed: {e}")
-                    continue
-                r["config"] = name
-                rows.append(r)
-                print(f"peer {r['peer']} {name} batch {b}: {r['images_per_sec']:.0f} img/s")
-    return rows
+    cfg = load_config(name)
+    peer = peer_for(cfg)
+    if peer is None:
+        print(f"no PyTorch peer for {name} ({cfg.model.family}/{cfg.model.arch})")
+        return []
+    from benchmarks.peers.timing import peer_info
+
+    module = importlib.import_module(f"benchmarks.peers.{peer[0]}")
+    prepared = []
+    for b in batches or [cfg.train.batch_size]:
+        for compiled in (False, True):
+            meta = {**peer_info(compiled), "config": name, "batch": b}
+            try:
+                step = module.make_step(batch=b, compile_model=compiled, **peer[1])
+                t0 = time.perf_counter()
+                for _ in range(max(1, warmup)):
+                    step()
+            except Exception as e:  # torch.compile needs a working toolchain
+                print(f"peer {meta['peer']} {name} failed: {e}")
+                continue
+            meta["warmup_s"] = time.perf_counter() - t0
+            prepared.append((Timed(f"peer {meta['peer']} {name} batch {b}", step), meta))
+    return prepared
 
 
 def markdown(report: dict) -> str:
@@ -258,7 +278,13 @@ def markdown(report: dict) -> str:
                          f"{ours / p['images_per_sec']:.2f}x |")
     peaks = ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in
                       report["matmul_peak_flops"].items())
-    lines += ["", f"MFU is against the matmul peak measured in the same run: {peaks}.", ""]
+    lines += ["", f"MFU is against the matmul peak measured in the same run: {peaks}."]
+    t = report.get("timing")
+    if t:
+        lines.append(f"Every case and peer of a config: at least {t['steps']} timed steps after "
+                     f"{t['warmup']} warm-up calls, in {t['rounds']} rounds that interleave them "
+                     f"(rotating order); img/s is from the median step.")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -159,7 +159,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--dtypes", default="float32,bfloat16")
     b.add_argument("--steps-per-call", default="1,4", help="k steps fused per call, e.g. 1,4")
     b.add_argument("--batches", default=None, help="global batch sizes (default: the config's)")
-    b.add_argument("--steps", type=int, default=20, help="timed steps per case")
+    b.add_argument("--steps", type=int, default=20, help="timed steps per case (at least)")
+    b.add_argument("--rounds", type=int, default=4,
+                   help="the timed steps are split over this many rounds that interleave all "
+                        "cases and peers of a config")
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--no-peers", action="store_true", help="skip the PyTorch references")
     b.add_argument("--out", default="benchmarks/results/latest")
@@ -589,10 +592,12 @@ def _bench(args) -> int:
     devices = ints(args.devices) if args.devices else sorted({1, n})
     if max(devices) > n:
         raise _UsageError(f"--devices {args.devices}: only {n} device(s) here")
+    if args.steps < 1 or args.rounds < 1:
+        raise _UsageError(f"--steps {args.steps} --rounds {args.rounds}: both must be >= 1")
     run([c.strip() for c in args.configs.split(",")], devices, args.drivers.split(","),
         args.dtypes.split(","), ints(args.steps_per_call),
         ints(args.batches) if args.batches else None, args.steps, args.warmup,
-        not args.no_peers, Path(args.out))
+        not args.no_peers, Path(args.out), rounds=args.rounds)
     return 0
 
 

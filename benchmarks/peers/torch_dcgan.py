@@ -1,10 +1,11 @@
 """PyTorch reference of the same DCGAN (pytorch/examples layers at 32x32: ConvTranspose2d
 k4 s2 p1 stages, BatchNorm, ReLU / LeakyReLU 0.2, BCE, Adam 2e-4 / 0.5), one D update and one
-G update per step reusing the one generator forward, timed like genart_jax's step."""
+G update per step reusing the one generator forward, timed by `genart bench` like genart_jax's
+step."""
 
 from __future__ import annotations
 
-from benchmarks.peers.timing import time_step
+from collections.abc import Callable
 
 
 def build(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3, size: int = 32):
@@ -30,9 +31,10 @@ def build(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3, size: int = 
         torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
 
 
-def time_steps(batch: int = 128, steps: int = 20, warmup: int = 3, compile_model: bool = False,
-               size: int = 32, nz: int = 100) -> dict:
-    """Seconds per train step (median, p90) of the PyTorch DCGAN on the CPU."""
+def make_step(batch: int = 128, compile_model: bool = False, size: int = 32, nz: int = 100
+              ) -> Callable[[], None]:
+    """One train step of the PyTorch DCGAN on the CPU, as a callable (the model built
+    and, with `compile_model`, compiled on its first call)."""
     import torch
     from torch.nn import functional as F
 
@@ -56,5 +58,4 @@ def time_steps(batch: int = 128, steps: int = 20, warmup: int = 3, compile_model
         loss_g.backward()
         opt_g.step()
 
-    return time_step(step, batch=batch, steps=steps, warmup=warmup,
-                     compile_model=compile_model)
+    return step

@@ -5,13 +5,12 @@ ReLU, ConvTranspose2d k4 s2 p1 stages with bias and ReLU, a last ConvTranspose2d
 channels (Gaussian means); a learned per-pixel log-scale. Loss: the mean negative ELBO with one
 reparameterised sample, the discretised Gaussian log-likelihood (256 bins over [-1, 1], edge
 bins extended to +-infinity, density fallback for tiny masses) and the closed-form KL; Adam.
-Timed like genart_jax's step."""
+Timed by `genart bench` like genart_jax's step."""
 
 from __future__ import annotations
 
 import math
-
-from benchmarks.peers.timing import time_step
+from collections.abc import Callable
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -78,11 +77,12 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, bins: int = 256):
     return lp.flatten(1).sum(-1)
 
 
-def time_steps(batch: int = 128, steps: int = 20, warmup: int = 3, compile_model: bool = False,
-               size: int = 32, channels: int = 3, latent: int = 128, width: int = 32,
-               lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-               eps: float = 1e-8) -> dict:
-    """Seconds per train step (median, p90) of the PyTorch conv VAE on the CPU."""
+def make_step(batch: int = 128, compile_model: bool = False, size: int = 32, channels: int = 3,
+              latent: int = 128, width: int = 32, lr: float = 1e-3,
+              betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+              ) -> Callable[[], object]:
+    """One train step of the PyTorch conv VAE on the CPU, as a callable (the model built
+    and, with `compile_model`, compiled on its first call)."""
     import torch
 
     torch.manual_seed(0)
@@ -99,6 +99,4 @@ def time_steps(batch: int = 128, steps: int = 20, warmup: int = 3, compile_model
         opt.step()
         return loss
 
-    return {**time_step(step, batch=batch, steps=steps, warmup=warmup,
-                        compile_model=compile_model),
-            "params": sum(p.numel() for p in model.parameters())}
+    return step

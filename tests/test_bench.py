@@ -1,0 +1,52 @@
+"""`genart bench` end to end on a tiny case, and its interleaved timing."""
+
+import json
+
+import pytest
+
+from benchmarks.interleave import Timed, time_interleaved
+from genart_jax import cli
+
+
+def test_interleaving_rotates_the_order_and_times_every_item_each_round():
+    log = []
+    items = [Timed(name, (lambda n=name: log.append(n)), steps_per_call=k)
+             for name, k in (("a", 1), ("b", 2), ("c", 1))]
+    time_interleaved(items, steps=6, rounds=3, pause_s=0)
+    # Each round: a and c run 2 calls (6 steps / 3 rounds), b one call of 2 steps.
+    assert log == ["a", "a", "b", "c", "c",   # round 1: a b c
+                   "b", "c", "c", "a", "a",   # round 2: b c a
+                   "c", "c", "a", "a", "b"]   # round 3: c a b
+    for item, steps in zip(items, (6, 6, 6), strict=True):
+        s = item.summary()
+        assert s["steps_timed"] == steps and len(s["round_step_s_medians"]) == 3
+        assert s["step_s_median"] <= s["step_s_p90"]
+
+
+def test_interleaving_rejects_no_steps():
+    with pytest.raises(ValueError, match="steps >= 1"):
+        time_interleaved([Timed("a", lambda: None)], steps=0, rounds=1)
+
+
+@pytest.mark.slow
+def test_bench_cli_writes_results_for_each_case(tmp_path, capsys):
+    out = tmp_path / "bench"
+    rc = cli.main(["bench", "--configs", "gan_mlp_digits", "--devices", "1", "--drivers",
+                   "shard_map", "--dtypes", "float32", "--steps-per-call", "1,2", "--batches",
+                   "8", "--steps", "4", "--rounds", "2", "--warmup", "1", "--no-peers",
+                   "--out", str(out)])
+    assert rc == 0
+    report = json.loads((out / "results.json").read_text())
+    rows = report["results"]
+    assert [r["steps_per_call"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["batch"] == 8 and r["steps_timed"] >= 4 and r["images_per_sec"] > 0
+        assert len(r["round_step_s_medians"]) == 2 and r["flops_per_step"] > 0
+    assert report["timing"] == {"steps": 4, "rounds": 2, "warmup": 1}
+    md = (out / "results.md").read_text()
+    assert "| gan_mlp_digits | float32 | 8 | 1 | shard_map | 2 |" in md
+
+
+def test_bench_cli_rejects_zero_rounds(capsys):
+    assert cli.main(["bench", "--rounds", "0", "--devices", "1", "--no-peers"]) != 0
+    assert "--rounds 0" in capsys.readouterr().err
