@@ -23,6 +23,7 @@ import numpy as np
 
 from benchmarks.interleave import Timed, time_interleaved
 from genart_jax.config import apply_overrides, load_config
+from genart_jax.models import resample_conv
 from genart_jax.train.loop import build_training
 
 
@@ -51,9 +52,10 @@ def matmul_peak(dtype: str, n: int = 2048, reps: int = 5) -> float:
 
 
 def step_flops(cfg) -> float:
-    """FLOPs of one train step on the whole global batch: XLA's cost analysis of the step
-    compiled for a single CPU-or-default device (SPMD counts are per device; GPU counts are
-    unreliable, see DESIGN.md)."""
+    """The model's FLOPs in one train step on the whole global batch: XLA's cost analysis of
+    the step compiled for a single CPU-or-default device (SPMD counts are per device; GPU
+    counts are unreliable, see DESIGN.md), traced with XLA's own convolution forms so that the
+    count does not include the extra work of the CPU forms (`resample_conv.xla_forms`)."""
     try:
         device = jax.devices("cpu")[0]
     except RuntimeError:
@@ -64,7 +66,8 @@ def step_flops(cfg) -> float:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=driver.replicated),
         jax.eval_shape(init_fn, jax.random.PRNGKey(0)))
     batch = _sds(driver, _batch(cfg, 1, abstract=True))
-    cost = driver._step.lower(state, batch).compile().cost_analysis()
+    with resample_conv.xla_forms():
+        cost = driver._step.lower(state, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     return float(cost.get("flops", float("nan")))
 

@@ -92,3 +92,17 @@ def test_layers_keep_bfloat16():
     assert y.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in vjp(s))
     ref = rc.down_xla(b.astype(jnp.float32), w.astype(jnp.float32))
     np.testing.assert_allclose(y.astype(jnp.float32), ref, rtol=0.05, atol=0.3)
+
+
+def test_xla_forms_switches_the_traced_forms_and_restores_them():
+    s, w = jnp.zeros((1, 5, 4, 2)), jnp.zeros((4, 4, 3, 2))
+
+    def dilated():  # XLA's own up is a convolution with a dilated input
+        # A new function each time: traces are cached per function, not per flag.
+        return "lhs_dilation=(2, 2)" in str(jax.make_jaxpr(lambda a, b: rc.up(a, b))(s, w))
+
+    assert not dilated()  # the CPU forms (tests run on CPU)
+    with pytest.raises(RuntimeError), rc.xla_forms():
+        assert dilated()
+        raise RuntimeError
+    assert not dilated()

@@ -17,7 +17,7 @@ pass of both layers is one of three computations, and each has one implementatio
   `up` is the four-phase form (four 2x2 stride-1 convolutions, interleaved) when the small map
   is at most 4x4, else the transpose of a 2x2 convolution on the space-to-depth input; and the
   kernel gradient is four matmuls, one per 2x2 tap of the space-to-depth input. The per-shape
-  timings behind these choices are in DESIGN.md ("Strided convolutions on XLA:CPU").
+  timings behind these choices are in README.md ("Benchmarks").
 - Elsewhere (GPU, TPU) every pass is XLA's own convolution, which cuDNN and the TPU compiler
   implement directly.
 
@@ -27,6 +27,9 @@ and its autodiff.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -34,8 +37,25 @@ from jax import lax
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
+_force_xla_forms = False
+
+
 def _fast_cpu_forms() -> bool:
-    return jax.default_backend() == "cpu"
+    return not _force_xla_forms and jax.default_backend() == "cpu"
+
+
+@contextlib.contextmanager
+def xla_forms() -> Iterator[None]:
+    """Within this block, functions traced afresh use XLA's own forms on every backend (a
+    function jitted before keeps its cached trace): for counting a model's FLOPs without the
+    CPU forms' extra work (the space-to-depth forms also multiply the zero padding: 8% more
+    FLOPs on the DCGAN-32 train step)."""
+    global _force_xla_forms
+    before, _force_xla_forms = _force_xla_forms, True
+    try:
+        yield
+    finally:
+        _force_xla_forms = before
 
 
 # --- XLA's own forms (the reference semantics) ------------------------------------------------
