@@ -141,11 +141,13 @@ def test_coordinator_without_process_counts_is_a_clear_error(monkeypatch):
         maybe_initialize_distributed("127.0.0.1:1234")
 
 
-@pytest.mark.parametrize("driver_name", ["shard_map", "pmap"])
-def test_fused_steps_equal_single_steps(driver_name):
+# dcgan: fused steps unrolled; mlp: in a rolled loop on CPU (`unroll_fused_steps`).
+@pytest.mark.parametrize("driver_name,arch", [("shard_map", "dcgan"), ("pmap", "dcgan"),
+                                              ("shard_map", "mlp")])
+def test_fused_steps_equal_single_steps(driver_name, arch):
     from genart_jax.config import apply_overrides
 
-    cfg = apply_overrides(tiny_config("dcgan"), {"train.driver": driver_name})
+    cfg = apply_overrides(tiny_config(arch), {"train.driver": driver_name})
     batches = make_batches(cfg)
     single, init_fn = build_training(cfg, jax.devices()[:4])
     state = single.init_state(init_fn, jax.random.PRNGKey(0))

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from genart_jax import losses, sampling
 from genart_jax.models import compute_dtype
 from genart_jax.models.vae import VAE
-from genart_jax.parallel import DATA, check_batch_divisible, make_driver
+from genart_jax.parallel import DATA, check_batch_divisible, make_driver, unroll_fused_steps
 from genart_jax.train.optim import make_optimizer
 from genart_jax.train.state import VAEState, init_vae_state
 from genart_jax.train.vae_step import Likelihood, make_vae_step
@@ -48,7 +48,8 @@ def build_training(cfg: ml_collections.ConfigDict, devices=None, steps_per_call:
     model, tx, init_fn = _init_fn(cfg)
     step = make_vae_step(model, tx, Likelihood.from_config(cfg.vae), beta=cfg.vae.beta,
                          kl_warmup_steps=cfg.vae.kl_warmup_steps, axis_name=DATA)
-    driver = make_driver(cfg.train.driver, step, devices, steps_per_call=steps_per_call)
+    driver = make_driver(cfg.train.driver, step, devices, steps_per_call=steps_per_call,
+                         unroll=unroll_fused_steps(convolutional=cfg.model.arch == "conv"))
     check_batch_divisible(cfg.train.batch_size, driver.num_devices, jax.process_count())
     return driver, init_fn
 
