@@ -12,7 +12,6 @@ import dataclasses
 import importlib.metadata
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,9 @@ class Case:
     batch: int
 
 
-def matmul_peak(dtype: str, n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of an n^3 matmul on device 0 in `dtype` (median of `reps`): the practical peak."""
+def matmul_peak(dtype: str, n: int = 2048, reps: int = 10) -> float:
+    """FLOP/s of an n^3 matmul on device 0 in `dtype`, the fastest of `reps` calls: the
+    practical peak (a median let the MLP GAN at batch 1024 reach 104% MFU on a slow spell)."""
     dt = jnp.float32 if dtype == "float32" else jnp.bfloat16
     a = jax.device_put(jnp.ones((n, n), dt), jax.devices()[0])
     f = jax.jit(lambda x: x @ x)
@@ -48,7 +48,7 @@ def matmul_peak(dtype: str, n: int = 2048, reps: int = 5) -> float:
         t0 = time.perf_counter()
         f(a).block_until_ready()
         times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times)
+    return 2 * n**3 / min(times)
 
 
 def step_flops(cfg) -> float:
