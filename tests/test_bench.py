@@ -50,3 +50,18 @@ def test_bench_cli_writes_results_for_each_case(tmp_path, capsys):
 def test_bench_cli_rejects_zero_rounds(capsys):
     assert cli.main(["bench", "--rounds", "0", "--devices", "1", "--no-peers"]) != 0
     assert "--rounds 0" in capsys.readouterr().err
+
+
+def test_conv_passes_times_every_implementation_and_names_the_pick(tmp_path):
+    from benchmarks import conv_passes
+
+    assert conv_passes.main(["--batch", "2", "--reps", "1", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "passes.json").read_text())
+    assert [r["big"] for r in report["rows"]] == [[32, 32, 3], [16, 16, 64], [8, 8, 128]]
+    for row in report["rows"]:
+        t = row["jax_ms"]
+        assert set(t["up"]) == {"xla", "four_phase", "space_to_depth", "picked"}
+        assert all(v > 0 for v in t["kernel_grad"].values() if not isinstance(v, str))
+        # At batch 2 every pass is far below CPU_FORMS_MIN_FLOPS: XLA's own forms.
+        assert t["up"]["picked"] == t["kernel_grad"]["picked"] == "xla"
+    assert "| 8x8x128 <-> 4x4x256 | up |" in (tmp_path / "passes.md").read_text()

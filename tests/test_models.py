@@ -1,4 +1,4 @@
-"""Model shapes, dtypes and the four-phase upsampling against the transposed-conv definition."""
+"""Model shapes, dtypes and UpConv against the transposed-convolution definition."""
 
 import jax
 import jax.numpy as jnp

@@ -71,7 +71,9 @@ def test_every_kernel_gradient_is_the_adjoint_in_w(h, wd):
 
 
 @pytest.mark.parametrize("h,wd", SHAPES)
-def test_layer_vjps_match_autodiff_of_xla_convolutions(h, wd):
+@pytest.mark.parametrize("min_flops", [0, 1e9])  # 0: the CPU forms even at these tiny sizes
+def test_layer_vjps_match_autodiff_of_xla_convolutions(h, wd, min_flops, monkeypatch):
+    monkeypatch.setattr(rc, "CPU_FORMS_MIN_FLOPS", min_flops)
     b, s, w = (jnp.float32(a) for a in _arrays(h, wd, seed=1))
     # Downsampling layer: input b, kernel w, output cotangent s.
     got = jax.vjp(rc.downsample_conv, b, w)[1](s)
@@ -94,8 +96,20 @@ def test_layers_keep_bfloat16():
     np.testing.assert_allclose(y.astype(jnp.float32), ref, rtol=0.05, atol=0.3)
 
 
+def test_cpu_forms_only_for_passes_of_a_gflop():
+    # bench_dcgan32's middle layers (2.1 GFLOP per pass) and the default run's (0.27 GFLOP).
+    assert rc.up_form((128, 8, 8, 128), 64) == "space_to_depth"
+    assert rc.up_form((128, 4, 4, 256), 128) == "four_phase"
+    assert rc.kernel_grad_form((128, 8, 8, 128), 64) == "taps"
+    assert rc.up_form((64, 8, 8, 64), 32) == rc.kernel_grad_form((64, 8, 8, 64), 32) == "xla"
+    with rc.xla_forms():
+        assert rc.up_form((128, 8, 8, 128), 64) == "xla"
+
+
 def test_xla_forms_switches_the_traced_forms_and_restores_them():
-    s, w = jnp.zeros((1, 5, 4, 2)), jnp.zeros((4, 4, 3, 2))
+    # Abstract shapes of a 2.1 GFLOP pass (tracing computes nothing).
+    s = jax.ShapeDtypeStruct((128, 8, 8, 128), jnp.float32)
+    w = jax.ShapeDtypeStruct((4, 4, 64, 128), jnp.float32)
 
     def dilated():  # XLA's own up is a convolution with a dilated input
         # A new function each time: traces are cached per function, not per flag.

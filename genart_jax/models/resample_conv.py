@@ -12,12 +12,14 @@ The downsampling convolution is (down, up for the input gradient, kernel_grad); 
 convolution is (up, down for the input gradient, kernel_grad with the roles swapped). So every
 pass of both layers is one of three computations, and each has one implementation per backend:
 
-- On XLA:CPU, XLA's own forms of `up` (a dilated-input convolution) and of the kernel gradient
-  (a dilated-kernel convolution) run 2-6x slower than an equivalent stride-1 form. There,
-  `up` is the four-phase form (four 2x2 stride-1 convolutions, interleaved) when the small map
-  is at most 4x4, else the transpose of a 2x2 convolution on the space-to-depth input; and the
-  kernel gradient is four matmuls, one per 2x2 tap of the space-to-depth input. The per-shape
-  timings behind these choices are in README.md ("Benchmarks").
+- On XLA:CPU, for passes of at least `CPU_FORMS_MIN_FLOPS`, XLA's own forms of `up` (a
+  dilated-input convolution) and of the kernel gradient (a dilated-kernel convolution) run up
+  to 2.6x slower than stride-1 forms. There, `up` is the four-phase form (four 2x2 stride-1
+  convolutions, interleaved) when the small map is at most 4x4, else the transpose of a 2x2
+  convolution on the space-to-depth input; and the kernel gradient is four matmuls, one per 2x2
+  tap of the space-to-depth input. Smaller passes keep XLA's forms, which are faster there.
+  `benchmarks/conv_passes.py` times every form per layer; README.md ("Benchmarks") has the
+  numbers.
 - Elsewhere (GPU, TPU) every pass is XLA's own convolution, which cuDNN and the TPU compiler
   implement directly.
 
@@ -148,18 +150,55 @@ def kernel_grad_taps(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
 
 # --- the per-backend choice and the two layers ------------------------------------------------
 
+# Passes below this many FLOPs keep XLA's own forms on CPU too: measured on whole train steps,
+# XLA's forms were 21% faster on the default dcgan_digits run (all passes <= 0.27 GFLOP; 1153
+# against 909 img/s), and the stride-1 forms 17% faster on bench_dcgan32 (2.1 GFLOP passes;
+# 302 against 258 img/s), where this threshold kept that (301 img/s).
+CPU_FORMS_MIN_FLOPS = 1e9
+
+
+def pass_flops(small_shape: tuple[int, ...], big_channels: int) -> int:
+    """FLOPs of one pass of the pair: 2 * (N H W of the small map) * 16 taps * Cb * Cs."""
+    n, h, w, cs = small_shape
+    return 2 * n * h * w * 16 * big_channels * cs
+
+
+def _cpu_forms_for(small_shape: tuple[int, ...], big_channels: int) -> bool:
+    return _fast_cpu_forms() and pass_flops(small_shape, big_channels) >= CPU_FORMS_MIN_FLOPS
+
+
+def up_form(small_shape: tuple[int, ...], big_channels: int) -> str:
+    """The implementation `up` uses for a small map of shape (N, H, W, Cs) and Cb big channels
+    on this backend: "xla", "four_phase" (on CPU, passes of at least `CPU_FORMS_MIN_FLOPS` with
+    a small map of at most 4x4) or "space_to_depth" (the same, larger maps)."""
+    if not _cpu_forms_for(small_shape, big_channels):
+        return "xla"
+    return "four_phase" if small_shape[1] * small_shape[2] <= 16 else "space_to_depth"
+
+
+def kernel_grad_form(small_shape: tuple[int, ...], big_channels: int) -> str:
+    """The implementation `kernel_grad` uses: "taps" on CPU for passes of at least
+    `CPU_FORMS_MIN_FLOPS`, else "xla"."""
+    return "taps" if _cpu_forms_for(small_shape, big_channels) else "xla"
+
+
+UP_FORMS = {"xla": up_xla, "four_phase": up_four_phase, "space_to_depth": up_s2d}
+KERNEL_GRAD_FORMS = {"xla": kernel_grad_xla, "taps": kernel_grad_taps}
+
+
 def down(b: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    """The strided convolution: XLA's own on every backend."""
     return down_xla(b, w)
 
 
 def up(s: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-    if not _fast_cpu_forms():
-        return up_xla(s, w)
-    return up_four_phase(s, w) if s.shape[1] * s.shape[2] <= 16 else up_s2d(s, w)
+    """The transpose of `down` in b, in the form `up_form` picks."""
+    return UP_FORMS[up_form(s.shape, w.shape[2])](s, w)
 
 
 def kernel_grad(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
-    return kernel_grad_taps(b, s) if _fast_cpu_forms() else kernel_grad_xla(b, s)
+    """d<down(b, w), s>/dw, in the form `kernel_grad_form` picks."""
+    return KERNEL_GRAD_FORMS[kernel_grad_form(s.shape, b.shape[-1])](b, s)
 
 
 @jax.custom_vjp
