@@ -117,10 +117,11 @@ def case_row(meta: dict[str, Any], timed: Timed, flops_per_step: float, peak: fl
              ) -> dict[str, Any]:
     """The results row of a timed case: throughput (median, p90), FLOP/s and MFU."""
     t = timed.summary()
-    images, n = meta.pop("images_per_step"), meta["devices"]
+    images, n = meta["images_per_step"], meta["devices"]
     achieved = flops_per_step / t["step_s_median"] / n
     stats = jax.devices()[0].memory_stats() or {}
-    return {**meta, **t, "images_per_sec": images / t["step_s_median"],
+    case = {k: v for k, v in meta.items() if k != "images_per_step"}
+    return {**case, **t, "images_per_sec": images / t["step_s_median"],
             "images_per_sec_per_device": images / t["step_s_median"] / n,
             "images_per_sec_p90": images / t["step_s_p90"],
             "peak_bytes": stats.get("peak_bytes_in_use"), "flops_per_step": flops_per_step,

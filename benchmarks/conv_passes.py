@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 
+from benchmarks.interleave import Timed, time_interleaved
 from genart_jax.config import load_config
 from genart_jax.models import resample_conv as rc
 from genart_jax.models.dcgan import num_stages
@@ -35,18 +36,21 @@ def dcgan_pairs(cfg) -> list[tuple[int, int, int]]:
             side, big = side // 2, small
     return sorted(set(pairs), reverse=True)
 
+
 IMPLEMENTATIONS = {"down": {"xla": rc.down_xla, "space_to_depth": rc.down_s2d},
                    "up": rc.UP_FORMS, "kernel_grad": rc.KERNEL_GRAD_FORMS}
 
 
 def _median_ms(fn, reps: int) -> float:
+    """Median ms of `reps` calls of `fn` after one warm-up call."""
     fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    timed = Timed("pass", fn)
+    time_interleaved([timed], steps=reps, rounds=1, pause_s=0)
+    return 1e3 * timed.summary()["step_s_median"]
+
+
+def _implementations(t: dict[str, Any]) -> str:
+    return ", ".join(f"{impl} {ms:.1f}" for impl, ms in t.items() if impl != "picked")
 
 
 def time_jax(batch: int, side: int, cb: int, cs: int, reps: int) -> dict[str, dict[str, float]]:
@@ -103,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                "torch_ms": time_torch(args.batch, side, cb, cs, args.reps)}
         rows.append(row)
         for name, t in row["jax_ms"].items():
-            impls = ", ".join(f"{i} {v:.1f}" for i, v in t.items() if i != "picked")
             ref = f"; torch {row['torch_ms'][name]:.1f}" if row["torch_ms"] else ""
-            print(f"{side}x{side}x{cb} <-> {side // 2}x{side // 2}x{cs} {name}: {impls} ms "
+            print(f"{side}x{side}x{cb} <-> {side // 2}x{side // 2}x{cs} {name}: "
+                  f"{_implementations(t)} ms "
                   f"(picked: {t['picked']}){ref}", flush=True)
     if args.out:
         out = Path(args.out)
@@ -121,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             shapes = "x".join(map(str, row["big"])) + " <-> " + "x".join(map(str, row["small"]))
             for name, t in row["jax_ms"].items():
-                impls = ", ".join(f"{i} {v:.1f}" for i, v in t.items() if i != "picked")
                 torch_ms = f"{row['torch_ms'][name]:.1f}" if row["torch_ms"] else "-"
-                lines.append(f"| {shapes} | {name} | {impls} | {t['picked']} | {torch_ms} |")
+                lines.append(f"| {shapes} | {name} | {_implementations(t)} | {t['picked']} | "
+                             f"{torch_ms} |")
         (out / "passes.md").write_text("\n".join(lines) + "\n")
         print(f"wrote {out}/passes.json and passes.md")
     return 0

@@ -42,10 +42,6 @@ _DN = ("NHWC", "HWIO", "NHWC")
 _force_xla_forms = False
 
 
-def _fast_cpu_forms() -> bool:
-    return not _force_xla_forms and jax.default_backend() == "cpu"
-
-
 @contextlib.contextmanager
 def xla_forms() -> Iterator[None]:
     """Within this block, functions traced afresh use XLA's own forms on every backend (a
@@ -97,16 +93,22 @@ def space_to_depth(b: jnp.ndarray) -> jnp.ndarray:
     return p.reshape(n, h2 // 2, w2 // 2, 4 * c)
 
 
+def _swap_tap_parity(w: jnp.ndarray, cb: int, cs: int, shape: tuple[int, ...]) -> jnp.ndarray:
+    """Regroup kernel taps between (4, 4, Cb, Cs) and (2, 2, 4 Cb, Cs), in either direction
+    (the axis swap is its own inverse): W2[r, c, (pr, pc, ci)] = w[2r + pr, 2c + pc, ci]."""
+    return w.reshape(2, 2, 2, 2, cb, cs).transpose(0, 2, 1, 3, 4, 5).reshape(shape)
+
+
 def _kernel_2x2(w: jnp.ndarray) -> jnp.ndarray:
-    """(4, 4, Cb, Cs) -> (2, 2, 4 Cb, Cs) with W2[r, c, (pr, pc, ci)] = w[2r + pr, 2c + pc, ci]."""
+    """(4, 4, Cb, Cs) -> (2, 2, 4 Cb, Cs)."""
     cb, cs = w.shape[2:]
-    return w.reshape(2, 2, 2, 2, cb, cs).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * cb, cs)
+    return _swap_tap_parity(w, cb, cs, (2, 2, 4 * cb, cs))
 
 
 def _kernel_4x4(w2: jnp.ndarray) -> jnp.ndarray:
-    """The inverse of `_kernel_2x2`."""
+    """(2, 2, 4 Cb, Cs) -> (4, 4, Cb, Cs), the inverse of `_kernel_2x2`."""
     cb, cs = w2.shape[2] // 4, w2.shape[3]
-    return w2.reshape(2, 2, 2, 2, cb, cs).transpose(0, 2, 1, 3, 4, 5).reshape(4, 4, cb, cs)
+    return _swap_tap_parity(w2, cb, cs, (4, 4, cb, cs))
 
 
 def down_s2d(b: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
@@ -164,7 +166,10 @@ def pass_flops(small_shape: tuple[int, ...], big_channels: int) -> int:
 
 
 def _cpu_forms_for(small_shape: tuple[int, ...], big_channels: int) -> bool:
-    return _fast_cpu_forms() and pass_flops(small_shape, big_channels) >= CPU_FORMS_MIN_FLOPS
+    """Whether a pass of this size takes the stride-1 forms: on XLA:CPU, at least
+    `CPU_FORMS_MIN_FLOPS`, and not within `xla_forms()`."""
+    return (not _force_xla_forms and jax.default_backend() == "cpu"
+            and pass_flops(small_shape, big_channels) >= CPU_FORMS_MIN_FLOPS)
 
 
 def up_form(small_shape: tuple[int, ...], big_channels: int) -> str:
