@@ -65,3 +65,16 @@ def test_conv_passes_times_every_implementation_and_names_the_pick(tmp_path):
         # At batch 2 every pass is far below CPU_FORMS_MIN_FLOPS: XLA's own forms.
         assert t["up"]["picked"] == t["kernel_grad"]["picked"] == "xla"
     assert "| 8x8x128 <-> 4x4x256 | up |" in (tmp_path / "passes.md").read_text()
+
+
+@pytest.mark.slow
+def test_conv_forms_times_every_choice_and_restores_the_threshold(capsys):
+    from benchmarks import conv_forms
+    from genart_jax.models import resample_conv
+
+    assert conv_forms.main(["--config", "dcgan_digits", "--steps", "1", "--rounds", "1",
+                            "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    for choice in ("picked", "xla", "stride1"):
+        assert f"dcgan_digits {choice}: " in out
+    assert resample_conv.CPU_FORMS_MIN_FLOPS == 1e9 and not resample_conv._force_xla_forms

@@ -152,10 +152,10 @@ def kernel_grad_taps(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
 
 # --- the per-backend choice and the two layers ------------------------------------------------
 
-# Passes below this many FLOPs keep XLA's own forms on CPU too: measured on whole train steps,
-# XLA's forms were 21% faster on the default dcgan_digits run (all passes <= 0.27 GFLOP; 1153
-# against 909 img/s), and the stride-1 forms 17% faster on bench_dcgan32 (2.1 GFLOP passes;
-# 302 against 258 img/s), where this threshold kept that (301 img/s).
+# Passes below this many FLOPs keep XLA's own forms on CPU too. Whole steps, interleaved
+# (`python -m benchmarks.conv_forms --config NAME`: picked / XLA's forms / stride-1 forms):
+# dcgan_digits, passes of at most 0.27 GFLOP: 1101 / 1146 / 889 img/s; bench_dcgan32, 2.1 GFLOP
+# middle layers: 314 / 270 / 319 img/s.
 CPU_FORMS_MIN_FLOPS = 1e9
 
 

@@ -1,0 +1,58 @@
+"""Whole train steps under each choice of convolution forms (`genart_jax.models.resample_conv`),
+timed interleaved: the forms `resample_conv` picks, XLA's own forms everywhere, and the
+stride-1 CPU forms everywhere (no size threshold). It checks `CPU_FORMS_MIN_FLOPS` on a config.
+
+    python -m benchmarks.conv_forms --config dcgan_digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+
+from benchmarks.bench import Case, prepare_case
+from benchmarks.interleave import time_interleaved
+from genart_jax.config import load_config
+from genart_jax.models import resample_conv as rc
+
+
+@contextlib.contextmanager
+def _stride1_everywhere() -> Iterator[None]:
+    before, rc.CPU_FORMS_MIN_FLOPS = rc.CPU_FORMS_MIN_FLOPS, 0
+    try:
+        yield
+    finally:
+        rc.CPU_FORMS_MIN_FLOPS = before
+
+
+CHOICES = {"picked": contextlib.nullcontext, "xla": rc.xla_forms,
+           "stride1": _stride1_everywhere}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="bench_dcgan32")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per choice (at least)")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2)
+    args = p.parse_args(argv)
+    batch = load_config(args.config).train.batch_size
+    timed = []
+    for name, forms in CHOICES.items():
+        with forms():  # the forms are fixed when the step is traced, in its first call
+            t, _ = prepare_case(Case(args.config, 1, "shard_map", "float32", 1, batch),
+                                args.warmup)
+        t.name = name
+        timed.append(t)
+    time_interleaved(timed, args.steps, args.rounds)
+    for t in timed:
+        s = t.summary()
+        rounds = ", ".join(f"{batch / x:.0f}" for x in s["round_step_s_medians"])
+        print(f"{args.config} {t.name}: {batch / s['step_s_median']:.0f} img/s "
+              f"(rounds: {rounds})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
