@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.interleave import Timed, time_interleaved
+from genart_jax import host_memory
 from genart_jax.config import apply_overrides, load_config
 from genart_jax.models import resample_conv
 from genart_jax.train.loop import build_training
@@ -140,7 +141,8 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version(), "backend": jax.default_backend(),
             "device_kind": d.device_kind, "device_count": jax.device_count(),
             "simulated_cpu_devices": jax.default_backend() == "cpu" and jax.device_count() > 1,
-            "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "host_memory_kept": host_memory.is_kept(), "versions": versions,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes: list[str],
@@ -253,7 +255,8 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"Machine: {m['backend']} x{m['device_count']} ({m['device_kind']}), "
              f"{m['processor'] or m['platform']}; jax {m['versions'].get('jax')}, "
-             f"{m['date']}.", ""]
+             f"{m['date']}. Host malloc (the same for genart_jax and the PyTorch peers): "
+             f"{'freed memory kept' if m.get('host_memory_kept') else 'default'}.", ""]
     if m["simulated_cpu_devices"]:
         lines += ["Simulated CPU devices share the same cores: rows with more devices are not a "
                   "scaling measurement.", ""]

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 
 from benchmarks.interleave import Timed, time_interleaved
+from genart_jax import host_memory
 from genart_jax.config import load_config
 from genart_jax.models import resample_conv as rc
 from genart_jax.models.dcgan import num_stages
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=12)
     p.add_argument("--out", default=None, help="folder for passes.json and passes.md")
     args = p.parse_args(argv)
+    host_memory.keep_freed_memory_unless_opted_out()  # as the CLI does, before JAX's threads
     cfg = load_config(args.config)
     args.batch = args.batch or cfg.train.batch_size
     rows = []

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from benchmarks.interleave import Timed, time_interleaved
-from genart_jax import cli
+from genart_jax import cli, host_memory
 
 
 def test_interleaving_rotates_the_order_and_times_every_item_each_round():
@@ -43,7 +43,10 @@ def test_bench_cli_writes_results_for_each_case(tmp_path, capsys):
         assert r["batch"] == 8 and r["steps_timed"] >= 4 and r["images_per_sec"] > 0
         assert len(r["round_step_s_medians"]) == 2 and r["flops_per_step"] > 0
     assert report["timing"] == {"steps": 4, "rounds": 2, "warmup": 1}
+    # the CLI keeps freed host memory (genart_jax.host_memory) and the report says so
+    assert report["machine"]["host_memory_kept"] == (host_memory._glibc() is not None)
     md = (out / "results.md").read_text()
+    assert "Host malloc" in md
     assert "| gan_mlp_digits | float32 | 8 | 1 | shard_map | 2 |" in md
 
 
