@@ -24,6 +24,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from genart_jax import host_memory
+
 DATA = "data"
 PyTree = Any
 Step = Callable[[PyTree, PyTree], tuple[PyTree, PyTree]]
@@ -137,11 +139,14 @@ def fuse_steps(step: Step, k: int, unroll: bool = True) -> Step:
 
 
 def unroll_fused_steps(convolutional: bool) -> bool:
-    """Whether fused steps are unrolled. On XLA:CPU a rolled loop ran bench_dcgan32's
-    convolutions slower (233 against 314 img/s unrolled, k=4) and the matmul-only MLP GAN
-    faster (4972 against 4597 img/s at batch 256, where 1 step per call gave 4863); other
-    backends unroll, as measured nowhere else."""
-    return convolutional or jax.default_backend() != "cpu"
+    """Whether fused steps are unrolled: yes for convolutional models and on GPU/TPU; on XLA:CPU
+    for matmul-only models only where freed host memory is kept (`host_memory`). Unrolled, the
+    k steps' temporaries are k distinct buffers, page-faulted in again on every call unless the
+    process keeps freed memory. Interleaved A/Bs of the MLP GAN at batch 256 (one-off script):
+    without it, rolled 5307 against unrolled 4798 img/s (1 step per call: 5391); with it,
+    unrolled 5434 against rolled 5308 (5330). bench_dcgan32 unrolled was faster either way (314
+    against 233 img/s rolled, before `host_memory`)."""
+    return convolutional or jax.default_backend() != "cpu" or host_memory.is_kept()
 
 
 class ShardMapDriver:

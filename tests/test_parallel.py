@@ -141,10 +141,25 @@ def test_coordinator_without_process_counts_is_a_clear_error(monkeypatch):
         maybe_initialize_distributed("127.0.0.1:1234")
 
 
-# dcgan: fused steps unrolled; mlp: in a rolled loop on CPU (`unroll_fused_steps`).
-@pytest.mark.parametrize("driver_name,arch", [("shard_map", "dcgan"), ("pmap", "dcgan"),
-                                              ("shard_map", "mlp")])
-def test_fused_steps_equal_single_steps(driver_name, arch):
+def test_fused_steps_unroll_on_cpu_for_convolutions_or_with_kept_host_memory(monkeypatch):
+    from genart_jax import host_memory
+    from genart_jax.parallel import unroll_fused_steps
+
+    assert jax.default_backend() == "cpu"
+    for kept in (False, True):
+        monkeypatch.setattr(host_memory, "_applied", kept)
+        assert unroll_fused_steps(convolutional=True)
+        assert unroll_fused_steps(convolutional=False) == kept
+
+
+# Both layouts of the fused loop (`unroll_fused_steps`): unrolled and rolled.
+@pytest.mark.parametrize("driver_name,arch,unroll", [
+    ("shard_map", "dcgan", True), ("pmap", "dcgan", True), ("shard_map", "mlp", False),
+    ("shard_map", "mlp", True)])
+def test_fused_steps_equal_single_steps(driver_name, arch, unroll, monkeypatch):
+    import genart_jax.train.gan as gan
+
+    monkeypatch.setattr(gan, "unroll_fused_steps", lambda convolutional: unroll)
     from genart_jax.config import apply_overrides
 
     cfg = apply_overrides(tiny_config(arch), {"train.driver": driver_name})
