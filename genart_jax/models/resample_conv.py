@@ -13,8 +13,10 @@ convolution is (up, down for the input gradient, kernel_grad with the roles swap
 pass of both layers is one of three computations, and each has one implementation per backend:
 
 - On XLA:CPU, for passes of at least `CPU_FORMS_MIN_FLOPS`, XLA's own forms of `up` (a
-  dilated-input convolution) and of the kernel gradient (a dilated-kernel convolution) run up
-  to 2.6x slower than stride-1 forms. There, `up` is the four-phase form (four 2x2 stride-1
+  dilated-input convolution) and of the kernel gradient (a dilated-kernel convolution) are
+  slower than stride-1 forms: by 10-70% with freed host memory kept (`genart_jax.host_memory`,
+  which the CLI sets), by up to 2.6x for `up` without it (the kernel-gradient taps then lose,
+  their copies land on fresh pages). There, `up` is the four-phase form (four 2x2 stride-1
   convolutions, interleaved) when the small map is at most 4x4, else the transpose of a 2x2
   convolution on the space-to-depth input; and the kernel gradient is four matmuls, one per 2x2
   tap of the space-to-depth input. Smaller passes keep XLA's forms, which are faster there.
@@ -153,9 +155,9 @@ def kernel_grad_taps(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
 # --- the per-backend choice and the two layers ------------------------------------------------
 
 # Passes below this many FLOPs keep XLA's own forms on CPU too. Whole steps, interleaved
-# (`python -m benchmarks.conv_forms --config NAME`: picked / XLA's forms / stride-1 forms):
-# dcgan_digits, passes of at most 0.27 GFLOP: 1101 / 1146 / 889 img/s; bench_dcgan32, 2.1 GFLOP
-# middle layers: 314 / 270 / 319 img/s.
+# (`python -m benchmarks.conv_forms --config NAME`: picked / XLA's forms / stride-1 forms, host
+# memory kept): dcgan_digits, passes of at most 0.27 GFLOP: 1043 / 1040 / 854 img/s;
+# bench_dcgan32, 2.1 GFLOP middle layers: 334 / 328 / 343 img/s.
 CPU_FORMS_MIN_FLOPS = 1e9
 
 
