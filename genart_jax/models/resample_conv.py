@@ -14,14 +14,14 @@ pass of both layers is one of three computations, and each has one implementatio
 
 - On XLA:CPU, for passes of at least `CPU_FORMS_MIN_FLOPS`, XLA's own forms of `up` (a
   dilated-input convolution) and of the kernel gradient (a dilated-kernel convolution) are
-  slower than stride-1 forms: by 10-70% with freed host memory kept (`genart_jax.host_memory`,
-  which the CLI sets), by up to 2.6x for `up` without it (the kernel-gradient taps then lose,
-  their copies land on fresh pages). There, `up` is the four-phase form (four 2x2 stride-1
-  convolutions, interleaved) when the small map is at most 4x4, else the transpose of a 2x2
-  convolution on the space-to-depth input; and the kernel gradient is four matmuls, one per 2x2
-  tap of the space-to-depth input. Smaller passes keep XLA's forms, which are faster there.
-  `benchmarks/conv_passes.py` times every form per layer; README.md ("Benchmarks") has the
-  numbers.
+  slower than stride-1 forms: by 5-70% (run to run) with freed host memory kept
+  (`genart_jax.host_memory`, which the CLI sets), by up to 2.6x for `up` without it (the
+  kernel-gradient taps then lose: their copies land on fresh pages). There, `up` is the
+  four-phase form (four 2x2 stride-1 convolutions, interleaved) when the small map is at most
+  4x4, else the transpose of a 2x2 convolution on the space-to-depth input; and the kernel
+  gradient is four matmuls, one per 2x2 tap of the space-to-depth input. Smaller passes keep
+  XLA's forms, which are faster there. `benchmarks/conv_passes.py` times every form per layer;
+  README.md ("Benchmarks") has the numbers.
 - Elsewhere (GPU, TPU) every pass is XLA's own convolution, which cuDNN and the TPU compiler
   implement directly.
 
