@@ -251,6 +251,13 @@ def prepare_peers(name: str, batches: list[int] | None, warmup: int
     return prepared
 
 
+def _usage_cells(row: dict) -> str:
+    """The page-fault and kernel-time cells of a row ("-" where they were not measured)."""
+    faults, kernel = row.get("minor_faults_per_step"), row.get("kernel_s_per_step")
+    return (f"{faults:.0f} | {1e3 * kernel:.0f}" if faults is not None and kernel is not None
+            else "- | -")
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"Machine: {m['backend']} x{m['device_count']} ({m['device_kind']}), "
@@ -261,20 +268,22 @@ def markdown(report: dict) -> str:
         lines += ["Simulated CPU devices share the same cores: rows with more devices are not a "
                   "scaling measurement.", ""]
     lines += ["| config | dtype | batch | devices | driver | steps/call | img/s | img/s/device "
-              "| p90 img/s | compile s | GFLOP/step | GFLOP/s/device | MFU |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| p90 img/s | compile s | GFLOP/step | GFLOP/s/device | MFU | page faults/step "
+              "| kernel ms/step |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         lines.append(
             f"| {r['config']} | {r['dtype']} | {r['batch']} | {r['devices']} | {r['driver']} | "
             f"{r['steps_per_call']} | {r['images_per_sec']:.0f} | "
             f"{r['images_per_sec_per_device']:.0f} | {r['images_per_sec_p90']:.0f} | "
             f"{r['compile_s']:.1f} | {r['flops_per_step'] / 1e9:.1f} | "
-            f"{r['achieved_flops_per_device'] / 1e9:.1f} | {r['mfu']:.1%} |")
+            f"{r['achieved_flops_per_device'] / 1e9:.1f} | {r['mfu']:.1%} | "
+            f"{_usage_cells(r)} |")
     if report["peers"]:
         # Each peer row is paired with its own config's rows at the same batch on one device,
         # in float32 (the peers run float32): the best of drivers and steps per call.
-        lines += ["", "| peer | config | batch | img/s | ratio genart_jax best float32 / peer |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "| peer | config | batch | img/s | ratio genart_jax best float32 / peer "
+                  "| page faults/step | kernel ms/step |", "|---|---|---|---|---|---|---|"]
         for p in report["peers"]:
             ours = max((r["images_per_sec"] for r in report["results"]
                         if r["config"] == p["config"] and r["batch"] == p["batch"]
@@ -282,7 +291,7 @@ def markdown(report: dict) -> str:
                        default=float("nan"))
             lines.append(f"| {p['peer']} ({p['threads']} threads) | {p['config']} | "
                          f"{p['batch']} | {p['images_per_sec']:.0f} | "
-                         f"{ours / p['images_per_sec']:.2f}x |")
+                         f"{ours / p['images_per_sec']:.2f}x | {_usage_cells(p)} |")
     peaks = ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in
                       report["matmul_peak_flops"].items())
     lines += ["", f"MFU is against the matmul peak measured in the same run: {peaks}."]

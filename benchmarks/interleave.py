@@ -8,6 +8,11 @@ from __future__ import annotations
 import math
 import statistics
 import time
+
+try:
+    import resource
+except ImportError:  # not on Windows: no page-fault and kernel-time columns there
+    resource = None
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +22,16 @@ from typing import Any
 class Timed:
     """One thing to time: `call()` runs `steps_per_call` train steps and returns once they are
     done (blocking on the device). `step_s` collects seconds per step, one entry per call;
-    `round_medians` the median of each round."""
+    `round_medians` the median of each round; `faults` and `kernel_s` the process's minor page
+    faults and kernel CPU seconds per step over each call (where `resource` exists)."""
 
     name: str
     call: Callable[[], Any]
     steps_per_call: int = 1
     step_s: list[float] = field(default_factory=list)
     round_medians: list[float] = field(default_factory=list)
+    faults: list[float] = field(default_factory=list)
+    kernel_s: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Median and p90 seconds per step over every timed call, and the rounds' medians."""
@@ -31,7 +39,20 @@ class Timed:
         return {"steps_timed": len(times) * self.steps_per_call,
                 "step_s_median": statistics.median(times),
                 "step_s_p90": times[int(0.9 * (len(times) - 1))],
-                "round_step_s_medians": list(self.round_medians)}
+                "round_step_s_medians": list(self.round_medians),
+                "minor_faults_per_step": _median_or_none(self.faults),
+                "kernel_s_per_step": _median_or_none(self.kernel_s)}
+
+
+def _median_or_none(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _usage() -> tuple[int, float] | None:
+    if resource is None:
+        return None
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_minflt, u.ru_stime
 
 
 def time_interleaved(items: list[Timed], steps: int, rounds: int, pause_s: float = 0.2,
@@ -47,9 +68,14 @@ def time_interleaved(items: list[Timed], steps: int, rounds: int, pause_s: float
             time.sleep(pause_s)
             times = []
             for _ in range(calls):
+                u0 = _usage()
                 t0 = time.perf_counter()
                 item.call()
                 times.append((time.perf_counter() - t0) / item.steps_per_call)
+                u1 = _usage()
+                if u0 and u1:
+                    item.faults.append((u1[0] - u0[0]) / item.steps_per_call)
+                    item.kernel_s.append((u1[1] - u0[1]) / item.steps_per_call)
             item.step_s.extend(times)
             item.round_medians.append(statistics.median(times))
         if progress:

@@ -23,6 +23,26 @@ def test_interleaving_rotates_the_order_and_times_every_item_each_round():
         assert s["step_s_median"] <= s["step_s_p90"]
 
 
+def test_interleaving_counts_page_faults_and_kernel_time_per_step():
+    import mmap
+
+    pytest.importorskip("resource")
+    size = 16 << 20
+
+    def touch_fresh_pages():  # a fresh anonymous map: every page faults once when written
+        with mmap.mmap(-1, size) as m:
+            for offset in range(0, size, mmap.PAGESIZE):
+                m[offset] = 1
+
+    fresh = Timed("fresh", touch_fresh_pages, steps_per_call=2)
+    idle = Timed("idle", lambda: None)
+    time_interleaved([fresh, idle], steps=4, rounds=2, pause_s=0)
+    pages_per_step = size // mmap.PAGESIZE // 2
+    assert fresh.summary()["minor_faults_per_step"] >= 0.9 * pages_per_step
+    assert idle.summary()["minor_faults_per_step"] < 0.05 * pages_per_step
+    assert fresh.summary()["kernel_s_per_step"] >= 0
+
+
 def test_interleaving_rejects_no_steps():
     with pytest.raises(ValueError, match="steps >= 1"):
         time_interleaved([Timed("a", lambda: None)], steps=0, rounds=1)
@@ -47,6 +67,7 @@ def test_bench_cli_writes_results_for_each_case(tmp_path, capsys):
     assert report["machine"]["host_memory_kept"] == (host_memory._glibc() is not None)
     md = (out / "results.md").read_text()
     assert "Host malloc" in md
+    assert all(r["minor_faults_per_step"] >= 0 and r["kernel_s_per_step"] >= 0 for r in rows)
     assert "| gan_mlp_digits | float32 | 8 | 1 | shard_map | 2 |" in md
 
 
