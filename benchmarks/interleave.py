@@ -8,14 +8,14 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 try:
     import resource
 except ImportError:  # not on Windows: no page-fault and kernel-time columns there
     resource = None
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass

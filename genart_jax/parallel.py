@@ -144,8 +144,8 @@ def unroll_fused_steps(convolutional: bool) -> bool:
     k steps' temporaries are k distinct buffers, page-faulted in again on every call unless the
     process keeps freed memory. Interleaved A/Bs of the MLP GAN at batch 256 (one-off script):
     without it, rolled 5307 against unrolled 4798 img/s (1 step per call: 5391); with it,
-    unrolled 5434 against rolled 5308 (5330). bench_dcgan32 unrolled was faster either way (314
-    against 233 img/s rolled, before `host_memory`)."""
+    unrolled 5434 against rolled 5308 (5330). bench_dcgan32 unrolled was faster either way (same
+    kind of script): 314 against 233 img/s rolled without it, 315 against 98 with it."""
     return convolutional or jax.default_backend() != "cpu" or host_memory.is_kept()
 
 
