@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import itertools
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +39,32 @@ class Case:
     batch: int
 
 
+def matmul_forms(dtype: str) -> list[Callable[[jnp.ndarray], jnp.ndarray]]:
+    """The forms of x @ x `matmul_peak` times in `dtype`: the product in that dtype and, for
+    bfloat16, one accumulated and returned in float32. On XLA:CPU only the second uses the
+    bfloat16 dot-product instructions of CPUs that have them (AVX512-BF16 on this project's
+    machine: 384 against 186 GFLOP/s at 2048^3), so timing the first alone understated the
+    bfloat16 peak, and overstated bfloat16 MFU, by about 2x."""
+    forms = [jax.jit(lambda x: x @ x)]
+    if dtype != "float32":
+        forms.append(jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32)))
+    return forms
+
+
 def matmul_peak(dtype: str, n: int = 2048, reps: int = 10) -> float:
-    """FLOP/s of an n^3 matmul on device 0 in `dtype`, the fastest of `reps` calls: the
-    practical peak (a median let the MLP GAN at batch 1024 reach 104% MFU on a slow spell)."""
+    """FLOP/s of an n^3 matmul on device 0 in `dtype`: the fastest of `reps` calls of each of
+    `matmul_forms`, the practical peak (a median let the MLP GAN at batch 1024 reach 104% MFU on
+    a slow spell)."""
     dt = jnp.float32 if dtype == "float32" else jnp.bfloat16
     a = jax.device_put(jnp.ones((n, n), dt), jax.devices()[0])
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
+    best = float("inf")
+    for f in matmul_forms(dtype):
         f(a).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / min(times)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            f(a).block_until_ready()
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
 
 
 def step_flops(cfg) -> float:
@@ -174,7 +189,7 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
                             print(f"compiled {timed.name} in {meta['compile_s']:.1f} s")
                             cases.append((timed, meta, flops * b / base.train.batch_size,
                                           peaks[dt]))
-        peer_cases = prepare_peers(name, batches, warmup) if peers else []
+        peer_cases = prepare_peers(name, batches, warmup, dtypes) if peers else []
         time_interleaved([c[0] for c in cases] + [p[0] for p in peer_cases], steps, rounds,
                          progress=lambda msg, name=name: print(f"{name}: {msg}", flush=True))
         for timed, meta, flops, peak in cases:
@@ -188,7 +203,7 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
             t = timed.summary()
             row = {**meta, **t, "images_per_sec": meta["batch"] / t["step_s_median"]}
             peer_rows.append(row)
-            print(f"peer {row['peer']} {name} batch {row['batch']}: "
+            print(f"peer {row['peer']} {row['dtype']} {name} batch {row['batch']}: "
                   f"{row['images_per_sec']:.0f} img/s")
     report = {"machine": info, "matmul_peak_flops": peaks, "results": results,
               "peers": peer_rows, "timing": {"steps": steps, "rounds": rounds,
@@ -216,9 +231,10 @@ def peer_for(cfg) -> tuple[str, dict] | None:
     return None
 
 
-def prepare_peers(name: str, batches: list[int] | None, warmup: int
-                  ) -> list[tuple[Timed, dict[str, Any]]]:
-    """The PyTorch peers of config `name` (eager and torch.compile), built and warmed up."""
+def prepare_peers(name: str, batches: list[int] | None, warmup: int,
+                  dtypes: list[str] = ("float32",)) -> list[tuple[Timed, dict[str, Any]]]:
+    """The PyTorch peers of config `name` (eager and torch.compile, in each of `dtypes`: float32,
+    and bfloat16 under `torch.autocast`), built and warmed up."""
     try:
         import importlib
 
@@ -235,19 +251,19 @@ def prepare_peers(name: str, batches: list[int] | None, warmup: int
 
     module = importlib.import_module(f"benchmarks.peers.{peer[0]}")
     prepared = []
-    for b in batches or [cfg.train.batch_size]:
-        for compiled in (False, True):
-            meta = {**peer_info(compiled), "config": name, "batch": b}
-            try:
-                step = module.make_step(batch=b, compile_model=compiled, **peer[1])
-                t0 = time.perf_counter()
-                for _ in range(max(1, warmup)):
-                    step()
-            except Exception as e:  # torch.compile needs a working toolchain
-                print(f"peer {meta['peer']} {name} failed: {e}")
-                continue
-            meta["warmup_s"] = time.perf_counter() - t0
-            prepared.append((Timed(f"peer {meta['peer']} {name} batch {b}", step), meta))
+    for dt, b, compiled in itertools.product(dtypes, batches or [cfg.train.batch_size],
+                                             (False, True)):
+        meta = {**peer_info(compiled, dt), "config": name, "batch": b}
+        try:
+            step = module.make_step(batch=b, compile_model=compiled, dtype=dt, **peer[1])
+            t0 = time.perf_counter()
+            for _ in range(max(1, warmup)):
+                step()
+        except Exception as e:  # torch.compile needs a working toolchain
+            print(f"peer {meta['peer']} {dt} {name} failed: {e}")
+            continue
+        meta["warmup_s"] = time.perf_counter() - t0
+        prepared.append((Timed(f"peer {meta['peer']} {dt} {name} batch {b}", step), meta))
     return prepared
 
 
@@ -281,15 +297,17 @@ def markdown(report: dict) -> str:
             f"{_usage_cells(r)} |")
     if report["peers"]:
         # Each peer row is paired with its own config's rows at the same batch on one device,
-        # in float32 (the peers run float32): the best of drivers and steps per call.
-        lines += ["", "| peer | config | batch | img/s | ratio genart_jax best float32 / peer "
-                  "| page faults/step | kernel ms/step |", "|---|---|---|---|---|---|---|"]
+        # in the peer's dtype: the best of drivers and steps per call.
+        lines += ["", "| peer | dtype | config | batch | img/s | ratio genart_jax best same "
+                  "dtype / peer | page faults/step | kernel ms/step |",
+                  "|---|---|---|---|---|---|---|---|"]
         for p in report["peers"]:
+            dtype = p.get("dtype", "float32")  # reports before bfloat16 peers: float32
             ours = max((r["images_per_sec"] for r in report["results"]
                         if r["config"] == p["config"] and r["batch"] == p["batch"]
-                        and r["devices"] == 1 and r["dtype"] == "float32"),
+                        and r["devices"] == 1 and r["dtype"] == dtype),
                        default=float("nan"))
-            lines.append(f"| {p['peer']} ({p['threads']} threads) | {p['config']} | "
+            lines.append(f"| {p['peer']} ({p['threads']} threads) | {dtype} | {p['config']} | "
                          f"{p['batch']} | {p['images_per_sec']:.0f} | "
                          f"{ours / p['images_per_sec']:.2f}x | {_usage_cells(p)} |")
     peaks = ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in

@@ -1,8 +1,9 @@
 """Whole train steps under each choice of convolution forms (`genart_jax.models.resample_conv`),
 timed interleaved: the forms `resample_conv` picks, XLA's own forms everywhere, and the
-stride-1 CPU forms everywhere (no size threshold). It checks `CPU_FORMS_MIN_FLOPS` on a config.
+CPU forms everywhere (no size threshold: the stride-1 forms, and in bfloat16 the matmul forms).
+It checks `CPU_FORMS_MIN_FLOPS` on a config.
 
-    python -m benchmarks.conv_forms --config dcgan_digits
+    python -m benchmarks.conv_forms --config dcgan_digits [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from genart_jax.models import resample_conv as rc
 
 
 @contextlib.contextmanager
-def _stride1_everywhere() -> Iterator[None]:
-    before, rc.CPU_FORMS_MIN_FLOPS = rc.CPU_FORMS_MIN_FLOPS, 0
+def _cpu_forms_everywhere() -> Iterator[None]:
+    before = rc.CPU_FORMS_MIN_FLOPS, rc.CPU_MATMUL_FORMS_MIN_FLOPS
+    rc.CPU_FORMS_MIN_FLOPS = rc.CPU_MATMUL_FORMS_MIN_FLOPS = 0
     try:
         yield
     finally:
-        rc.CPU_FORMS_MIN_FLOPS = before
+        rc.CPU_FORMS_MIN_FLOPS, rc.CPU_MATMUL_FORMS_MIN_FLOPS = before
 
 
 CHOICES = {"picked": contextlib.nullcontext, "xla": rc.xla_forms,
-           "stride1": _stride1_everywhere}
+           "cpu_forms": _cpu_forms_everywhere}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,13 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=30, help="timed steps per choice (at least)")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = p.parse_args(argv)
     host_memory.keep_freed_memory_unless_opted_out()  # as the CLI does, before JAX's threads
     batch = load_config(args.config).train.batch_size
     timed = []
     for name, forms in CHOICES.items():
         with forms():  # the forms are fixed when the step is traced, in its first call
-            t, _ = prepare_case(Case(args.config, 1, "shard_map", "float32", 1, batch),
+            t, _ = prepare_case(Case(args.config, 1, "shard_map", args.dtype, 1, batch),
                                 args.warmup)
         t.name = name
         timed.append(t)
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in timed:
         s = t.summary()
         rounds = ", ".join(f"{batch / x:.0f}" for x in s["round_step_s_medians"])
-        print(f"{args.config} {t.name}: {batch / s['step_s_median']:.0f} img/s "
+        print(f"{args.config} {args.dtype} {t.name}: {batch / s['step_s_median']:.0f} img/s "
               f"(rounds: {rounds})")
     return 0
 

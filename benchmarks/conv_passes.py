@@ -38,8 +38,7 @@ def dcgan_pairs(cfg) -> list[tuple[int, int, int]]:
     return sorted(set(pairs), reverse=True)
 
 
-IMPLEMENTATIONS = {"down": {"xla": rc.down_xla, "space_to_depth": rc.down_s2d},
-                   "up": rc.UP_FORMS, "kernel_grad": rc.KERNEL_GRAD_FORMS}
+IMPLEMENTATIONS = {"down": rc.DOWN_FORMS, "up": rc.UP_FORMS, "kernel_grad": rc.KERNEL_GRAD_FORMS}
 
 
 def _median_ms(fn, reps: int) -> float:
@@ -54,12 +53,14 @@ def _implementations(t: dict[str, Any]) -> str:
     return ", ".join(f"{impl} {ms:.1f}" for impl, ms in t.items() if impl != "picked")
 
 
-def time_jax(batch: int, side: int, cb: int, cs: int, reps: int) -> dict[str, dict[str, float]]:
-    """ms per call of each implementation of each pass, and which one `resample_conv` picks."""
+def time_jax(batch: int, side: int, cb: int, cs: int, reps: int, dtype: str = "float32"
+             ) -> dict[str, dict[str, float]]:
+    """ms per call of each implementation of each pass in `dtype`, and which one
+    `resample_conv` picks."""
     k = jax.random.split(jax.random.PRNGKey(0), 3)
-    b = jax.random.normal(k[0], (batch, side, side, cb))
-    s = jax.random.normal(k[1], (batch, side // 2, side // 2, cs))
-    w = 0.02 * jax.random.normal(k[2], (4, 4, cb, cs))
+    b = jax.random.normal(k[0], (batch, side, side, cb), dtype)
+    s = jax.random.normal(k[1], (batch, side // 2, side // 2, cs), dtype)
+    w = (0.02 * jax.random.normal(k[2], (4, 4, cb, cs))).astype(dtype)
     args = {"down": (b, w), "up": (s, w), "kernel_grad": (b, s)}
     out = {}
     for name, impls in IMPLEMENTATIONS.items():
@@ -68,21 +69,24 @@ def time_jax(batch: int, side: int, cb: int, cs: int, reps: int) -> dict[str, di
             f = jax.jit(fn)
             out[name][impl] = _median_ms(lambda f=f, a=args[name]: jax.block_until_ready(f(*a)),
                                          reps)
-        out[name]["picked"] = {"down": "xla", "up": rc.up_form(s.shape, cb),
-                               "kernel_grad": rc.kernel_grad_form(s.shape, cb)}[name]
+        out[name]["picked"] = {"down": rc.down_form(s.shape, cb, dtype),
+                               "up": rc.up_form(s.shape, cb, dtype),
+                               "kernel_grad": rc.kernel_grad_form(s.shape, cb, dtype)}[name]
     return out
 
 
-def time_torch(batch: int, side: int, cb: int, cs: int, reps: int) -> dict[str, float] | None:
-    """ms per call of PyTorch's three passes of Conv2d(cb, cs, 4, 2, 1): forward (down), input
-    gradient (up), weight gradient; None without PyTorch."""
+def time_torch(batch: int, side: int, cb: int, cs: int, reps: int, dtype: str = "float32"
+               ) -> dict[str, float] | None:
+    """ms per call of PyTorch's three passes of Conv2d(cb, cs, 4, 2, 1) in `dtype`: forward
+    (down), input gradient (up), weight gradient; None without PyTorch."""
     try:
         import torch
     except ImportError:
         return None
-    conv = torch.nn.Conv2d(cb, cs, 4, 2, 1, bias=False)
-    x = torch.randn(batch, cb, side, side, requires_grad=True)
-    g = torch.randn(batch, cs, side // 2, side // 2)
+    dt = getattr(torch, dtype)
+    conv = torch.nn.Conv2d(cb, cs, 4, 2, 1, bias=False).to(dt)
+    x = torch.randn(batch, cb, side, side, dtype=dt, requires_grad=True)
+    g = torch.randn(batch, cs, side // 2, side // 2, dtype=dt)
     with torch.no_grad():
         fwd = _median_ms(lambda: conv(x), reps)
     y = conv(x)
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="bench_dcgan32", help="a DCGAN config: its layer shapes")
     p.add_argument("--batch", type=int, default=None, help="default: the config's")
     p.add_argument("--reps", type=int, default=12)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--out", default=None, help="folder for passes.json and passes.md")
     args = p.parse_args(argv)
     host_memory.keep_freed_memory_unless_opted_out()  # as the CLI does, before JAX's threads
@@ -105,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for side, cb, cs in dcgan_pairs(cfg):
         row = {"big": [side, side, cb], "small": [side // 2, side // 2, cs],
-               "jax_ms": time_jax(args.batch, side, cb, cs, args.reps),
-               "torch_ms": time_torch(args.batch, side, cb, cs, args.reps)}
+               "jax_ms": time_jax(args.batch, side, cb, cs, args.reps, args.dtype),
+               "torch_ms": time_torch(args.batch, side, cb, cs, args.reps, args.dtype)}
         rows.append(row)
         for name, t in row["jax_ms"].items():
             ref = f"; torch {row['torch_ms'][name]:.1f}" if row["torch_ms"] else ""
@@ -116,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        report = {"config": args.config, "backend": jax.default_backend(),
+        report = {"config": args.config, "backend": jax.default_backend(), "dtype": args.dtype,
                   "batch": args.batch, "reps": args.reps,
                   "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}
         (out / "passes.json").write_text(json.dumps(report, indent=2))
-        lines = [f"{args.config}, batch {args.batch}, {jax.default_backend()}, median ms of "
-                 f"{args.reps} calls.",
+        lines = [f"{args.config}, batch {args.batch}, {args.dtype}, {jax.default_backend()}, "
+                 f"median ms of {args.reps} calls.",
                  "", "| big <-> small | pass | implementations (ms) | picked | PyTorch ms |",
                  "|---|---|---|---|---|"]
         for row in rows:

@@ -594,6 +594,9 @@ def _bench(args) -> int:
         raise _UsageError(f"--devices {args.devices}: only {n} device(s) here")
     if args.steps < 1 or args.rounds < 1:
         raise _UsageError(f"--steps {args.steps} --rounds {args.rounds}: both must be >= 1")
+    bad = sorted(set(args.dtypes.split(",")) - {"float32", "bfloat16"})
+    if bad:
+        raise _UsageError(f"--dtypes {args.dtypes}: {', '.join(bad)} is not float32 or bfloat16")
     run([c.strip() for c in args.configs.split(",")], devices, args.drivers.split(","),
         args.dtypes.split(","), ints(args.steps_per_call),
         ints(args.batches) if args.batches else None, args.steps, args.warmup,

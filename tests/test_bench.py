@@ -23,6 +23,22 @@ def test_interleaving_rotates_the_order_and_times_every_item_each_round():
         assert s["step_s_median"] <= s["step_s_p90"]
 
 
+def test_matmul_peak_times_the_float32_accumulating_bfloat16_product_too():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks.bench import matmul_forms
+
+    x = np.arange(16, dtype=np.float32).reshape(4, 4) / 8
+    assert len(matmul_forms("float32")) == 1
+    forms = matmul_forms("bfloat16")
+    outs = [f(jnp.asarray(x, jnp.bfloat16)) for f in forms]
+    # The bfloat16 product and the float32-accumulated one (the fast form on AVX512-BF16).
+    assert [o.dtype for o in outs] == [jnp.bfloat16, jnp.float32]
+    for o in outs:  # x is exact in bfloat16; both compute x @ x
+        np.testing.assert_allclose(np.asarray(o, np.float32), x @ x, rtol=1e-2)
+
+
 def test_interleaving_counts_page_faults_and_kernel_time_per_step():
     import mmap
 
@@ -76,6 +92,11 @@ def test_bench_cli_rejects_zero_rounds(capsys):
     assert "--rounds 0" in capsys.readouterr().err
 
 
+def test_bench_cli_rejects_an_unknown_dtype(capsys):
+    assert cli.main(["bench", "--dtypes", "float32,float16", "--devices", "1", "--no-peers"]) != 0
+    assert "float16 is not float32 or bfloat16" in capsys.readouterr().err
+
+
 def test_conv_passes_times_every_implementation_and_names_the_pick(tmp_path):
     from benchmarks import conv_passes
 
@@ -84,10 +105,11 @@ def test_conv_passes_times_every_implementation_and_names_the_pick(tmp_path):
     assert [r["big"] for r in report["rows"]] == [[32, 32, 3], [16, 16, 64], [8, 8, 128]]
     for row in report["rows"]:
         t = row["jax_ms"]
-        assert set(t["up"]) == {"xla", "four_phase", "space_to_depth", "picked"}
+        assert set(t["up"]) == {"xla", "four_phase", "space_to_depth", "matmul", "picked"}
+        assert set(t["down"]) == {"xla", "space_to_depth", "matmul", "picked"}
         assert all(v > 0 for v in t["kernel_grad"].values() if not isinstance(v, str))
         # At batch 2 every pass is far below CPU_FORMS_MIN_FLOPS: XLA's own forms.
-        assert t["up"]["picked"] == t["kernel_grad"]["picked"] == "xla"
+        assert t["down"]["picked"] == t["up"]["picked"] == t["kernel_grad"]["picked"] == "xla"
     assert "| 8x8x128 <-> 4x4x256 | up |" in (tmp_path / "passes.md").read_text()
 
 
@@ -97,8 +119,8 @@ def test_conv_forms_times_every_choice_and_restores_the_threshold(capsys):
     from genart_jax.models import resample_conv
 
     assert conv_forms.main(["--config", "dcgan_digits", "--steps", "1", "--rounds", "1",
-                            "--warmup", "1"]) == 0
+                            "--warmup", "1", "--dtype", "bfloat16"]) == 0
     out = capsys.readouterr().out
-    for choice in ("picked", "xla", "stride1"):
-        assert f"dcgan_digits {choice}: " in out
+    for choice in ("picked", "xla", "cpu_forms"):
+        assert f"dcgan_digits bfloat16 {choice}: " in out
     assert resample_conv.CPU_FORMS_MIN_FLOPS == 1e9 and not resample_conv._force_xla_forms

@@ -32,15 +32,35 @@ def test_torch_vae_has_genart_conv_vae_parameter_count(overrides):
     assert sum(p.numel() for p in model.parameters()) == _genart_params(cfg)
 
 
-def test_torch_vae_times_a_step_at_a_tiny_size():
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_torch_vae_times_a_step_at_a_tiny_size(dtype):
     pytest.importorskip("torch")
     from benchmarks.peers import torch_vae
 
-    step = torch_vae.make_step(batch=4, size=8, channels=1, latent=4, width=4)
+    step = torch_vae.make_step(batch=4, size=8, channels=1, latent=4, width=4, dtype=dtype)
     timed = Timed("peer", step)
     time_interleaved([timed], steps=2, rounds=1, pause_s=0)
     t = timed.summary()
     assert t["steps_timed"] == 2 and np.isfinite(t["step_s_median"]) and t["step_s_median"] > 0
+
+
+def test_torch_dcgan_runs_its_convolutions_in_bfloat16_under_autocast():
+    torch = pytest.importorskip("torch")
+    from benchmarks.peers import torch_dcgan
+    from benchmarks.peers.timing import autocast
+
+    g, d, _, _ = torch_dcgan.build(size=32)
+    with autocast("bfloat16"):
+        fake = g(torch.randn(2, 100, 1, 1))
+        logits = d(fake)
+    assert fake.dtype == logits.dtype == torch.bfloat16
+    with autocast("float32"):
+        assert g(torch.randn(2, 100, 1, 1)).dtype == torch.float32
+    with pytest.raises(ValueError, match="float16"):
+        autocast("float16")
+    step = torch_dcgan.make_step(batch=2, dtype="bfloat16")
+    step()  # one D and one G update, parameters stay float32 (autocast casts per op)
+    assert all(p.dtype == torch.float32 for p in g.parameters())
 
 
 def test_peer_dispatch_by_family():
@@ -62,9 +82,13 @@ def test_markdown_pairs_each_peer_with_its_own_config():
               "matmul_peak_flops": {"float32": 1e10},
               "results": [row("a", 100.0), row("a", 900.0, "bfloat16"), row("b", 300.0)],
               "peers": [{"peer": "pytorch eager", "threads": 2, "config": "a", "batch": 128,
-                         "images_per_sec": 50.0},
+                         "dtype": "float32", "images_per_sec": 50.0},
+                        {"peer": "pytorch eager", "threads": 2, "config": "a", "batch": 128,
+                         "dtype": "bfloat16", "images_per_sec": 300.0},
+                        # A report from before the bfloat16 peers: its peers ran float32.
                         {"peer": "pytorch eager", "threads": 2, "config": "b", "batch": 128,
                          "images_per_sec": 100.0}]}
     md = bench.markdown(report)
-    assert "| a | 128 | 50 | 2.00x |" in md
-    assert "| b | 128 | 100 | 3.00x |" in md
+    assert "| float32 | a | 128 | 50 | 2.00x |" in md
+    assert "| bfloat16 | a | 128 | 300 | 3.00x |" in md  # 900 bfloat16 against 300
+    assert "| float32 | b | 128 | 100 | 3.00x |" in md

@@ -38,7 +38,7 @@ def _arrays(h, wd, cb=3, cs=5, seed=0):
 def test_every_down_implementation_is_the_strided_convolution(h, wd):
     b, _, w = _arrays(h, wd)
     want = strided_conv_reference(b, w)
-    for f in (rc.down_xla, rc.down_s2d, rc.down):
+    for f in (rc.down_xla, rc.down_s2d, rc.down_matmul, rc.down):
         got = jax.jit(f)(jnp.float32(b), jnp.float32(w))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f.__name__)
 
@@ -48,7 +48,7 @@ def test_every_up_implementation_is_the_transposed_convolution(h, wd):
     _, s, w = _arrays(h, wd)
     # up(s, w) with w (4, 4, Cb, Cs) is ConvTranspose with kernel (4, 4, Cs, Cb).
     want = transposed_conv_reference(s, np.swapaxes(w, 2, 3))
-    for f in (rc.up_xla, rc.up_s2d, rc.up_four_phase, rc.up):
+    for f in (rc.up_xla, rc.up_s2d, rc.up_four_phase, rc.up_matmul, rc.up):
         got = jax.jit(f)(jnp.float32(s), jnp.float32(w))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f.__name__)
 
@@ -88,12 +88,40 @@ def test_layer_vjps_match_autodiff_of_xla_convolutions(h, wd, min_flops, monkeyp
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
 
 
-def test_layers_keep_bfloat16():
+@pytest.mark.parametrize("min_flops", [0, 1e12])  # 1e12: XLA's bfloat16 convolutions
+def test_layers_keep_bfloat16(min_flops, monkeypatch):
+    monkeypatch.setattr(rc, "CPU_MATMUL_FORMS_MIN_FLOPS", min_flops)
     b, s, w = (jnp.asarray(a, jnp.bfloat16) for a in _arrays(5, 4))
     y, vjp = jax.vjp(rc.downsample_conv, b, w)
-    assert y.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in vjp(s))
-    ref = rc.down_xla(b.astype(jnp.float32), w.astype(jnp.float32))
+    grads = vjp(s)
+    assert y.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
+    f32 = [a.astype(jnp.float32) for a in (b, w)]
+    ref, ref_vjp = jax.vjp(rc.down_xla, *f32)
     np.testing.assert_allclose(y.astype(jnp.float32), ref, rtol=0.05, atol=0.3)
+    for g, e in zip(grads, ref_vjp(s.astype(jnp.float32)), strict=True):
+        np.testing.assert_allclose(g.astype(jnp.float32), e, rtol=0.05, atol=0.3)
+    y, vjp = jax.vjp(rc.upsample_conv, s, jnp.swapaxes(w, 2, 3))
+    assert y.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in vjp(b))
+    np.testing.assert_allclose(y.astype(jnp.float32), rc.up_xla(s.astype(jnp.float32), f32[1]),
+                               rtol=0.05, atol=0.3)
+
+
+@pytest.mark.parametrize("h,wd", SHAPES)
+def test_bfloat16_matmul_forms_round_once_from_float32_accumulation(h, wd):
+    # The matmul forms multiply bfloat16 inputs exactly and accumulate in float32, so their
+    # outputs are the float64 result of the rounded inputs, rounded once to bfloat16: within
+    # half a bfloat16 ulp (at most 2^-8 relative) plus float32 accumulation error. XLA's bfloat16
+    # convolution, the forms they replace, is checked only to 0.05 (test_layers_keep_bfloat16).
+    b, s, w = (jnp.asarray(a, jnp.bfloat16) for a in _arrays(h, wd, cb=8, cs=16, seed=2))
+    assert rc.down_form(s.shape, 8, jnp.bfloat16) == rc.up_form(s.shape, 8, jnp.bfloat16) \
+        == "matmul"
+    b64, s64, w64 = (np.asarray(a, np.float64) for a in (b, s, w))
+    down_want = strided_conv_reference(b64, w64)
+    up_want = transposed_conv_reference(s64, np.swapaxes(w64, 2, 3))
+    for got, want in ((jax.jit(rc.down)(b, w), down_want), (jax.jit(rc.up)(s, w), up_want)):
+        assert got.dtype == jnp.bfloat16
+        err = np.abs(np.asarray(got, np.float64) - want)
+        assert np.all(err <= 2.0**-8 * np.abs(want) + 1e-5 * np.abs(want).max())
 
 
 def test_cpu_forms_only_for_passes_of_a_gflop():
@@ -101,9 +129,17 @@ def test_cpu_forms_only_for_passes_of_a_gflop():
     assert rc.up_form((128, 8, 8, 128), 64) == "space_to_depth"
     assert rc.up_form((128, 4, 4, 256), 128) == "four_phase"
     assert rc.kernel_grad_form((128, 8, 8, 128), 64) == "taps"
+    assert rc.down_form((128, 8, 8, 128), 64) == "xla"
     assert rc.up_form((64, 8, 8, 64), 32) == rc.kernel_grad_form((64, 8, 8, 64), 32) == "xla"
+    # bfloat16: the matmul forms at every size (CPU_MATMUL_FORMS_MIN_FLOPS is 0).
+    bf16 = jnp.bfloat16
+    for shape, cb in (((128, 8, 8, 128), 64), ((128, 4, 4, 256), 128), ((64, 8, 8, 64), 32)):
+        assert rc.down_form(shape, cb, bf16) == rc.up_form(shape, cb, bf16) == "matmul"
+        assert rc.kernel_grad_form(shape, cb, bf16) == "taps"
     with rc.xla_forms():
         assert rc.up_form((128, 8, 8, 128), 64) == "xla"
+        assert rc.down_form((128, 8, 8, 128), 64, bf16) == rc.up_form((128, 8, 8, 128), 64, bf16) \
+            == "xla"
 
 
 def test_xla_forms_switches_the_traced_forms_and_restores_them():

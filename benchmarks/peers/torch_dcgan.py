@@ -31,12 +31,15 @@ def build(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3, size: int = 
         torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
 
 
-def make_step(batch: int = 128, compile_model: bool = False, size: int = 32, nz: int = 100
-              ) -> Callable[[], None]:
+def make_step(batch: int = 128, compile_model: bool = False, size: int = 32, nz: int = 100,
+              dtype: str = "float32") -> Callable[[], None]:
     """One train step of the PyTorch DCGAN on the CPU, as a callable (the model built
-    and, with `compile_model`, compiled on its first call)."""
+    and, with `compile_model`, compiled on its first call); with dtype "bfloat16" the forward
+    passes run under `torch.autocast` (`benchmarks.peers.timing.autocast`)."""
     import torch
     from torch.nn import functional as F
+
+    from benchmarks.peers.timing import autocast
 
     torch.manual_seed(0)
     g, d, opt_g, opt_d = build(nz=nz, size=size)
@@ -47,14 +50,16 @@ def make_step(batch: int = 128, compile_model: bool = False, size: int = 32, nz:
 
     def step():
         z = torch.randn(batch, nz, 1, 1)
-        fake = g(z)
+        with autocast(dtype):
+            fake = g(z)
+            loss_d = (F.binary_cross_entropy_with_logits(d(real), ones)
+                      + F.binary_cross_entropy_with_logits(d(fake.detach()), zeros))
         opt_d.zero_grad()
-        loss_d = (F.binary_cross_entropy_with_logits(d(real), ones)
-                  + F.binary_cross_entropy_with_logits(d(fake.detach()), zeros))
         loss_d.backward()
         opt_d.step()
+        with autocast(dtype):
+            loss_g = F.binary_cross_entropy_with_logits(d(fake), ones)
         opt_g.zero_grad()
-        loss_g = F.binary_cross_entropy_with_logits(d(fake), ones)
         loss_g.backward()
         opt_g.step()
 

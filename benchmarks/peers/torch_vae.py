@@ -79,11 +79,14 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, bins: int = 256):
 
 def make_step(batch: int = 128, compile_model: bool = False, size: int = 32, channels: int = 3,
               latent: int = 128, width: int = 32, lr: float = 1e-3,
-              betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
-              ) -> Callable[[], object]:
+              betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+              dtype: str = "float32") -> Callable[[], object]:
     """One train step of the PyTorch conv VAE on the CPU, as a callable (the model built
-    and, with `compile_model`, compiled on its first call)."""
+    and, with `compile_model`, compiled on its first call); with dtype "bfloat16" the forward
+    pass runs under `torch.autocast` (`benchmarks.peers.timing.autocast`)."""
     import torch
+
+    from benchmarks.peers.timing import autocast
 
     torch.manual_seed(0)
     model = build(size=size, channels=channels, latent=latent, width=width)
@@ -94,7 +97,8 @@ def make_step(batch: int = 128, compile_model: bool = False, size: int = 32, cha
     def step():
         noise = torch.randn(batch, latent)
         opt.zero_grad()
-        loss = loss_fn(x, noise)
+        with autocast(dtype):
+            loss = loss_fn(x, noise)
         loss.backward()
         opt.step()
         return loss

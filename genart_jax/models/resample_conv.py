@@ -19,9 +19,13 @@ pass of both layers is one of three computations, and each has one implementatio
   kernel-gradient taps then lose: their copies land on fresh pages). There, `up` is the
   four-phase form (four 2x2 stride-1 convolutions, interleaved) when the small map is at most
   4x4, else the transpose of a 2x2 convolution on the space-to-depth input; and the kernel
-  gradient is four matmuls, one per 2x2 tap of the space-to-depth input. Smaller passes keep
-  XLA's forms, which are faster there. `benchmarks/conv_passes.py` times every form per layer;
-  README.md ("Benchmarks") has the numbers.
+  gradient is four matmuls, one per 2x2 tap of the space-to-depth input. In bfloat16 `down` and
+  `up` of those passes are instead each one matmul accumulated in float32 (`down_matmul`,
+  `up_matmul`): XLA:CPU runs those on the bfloat16 dot-product instructions where the CPU has
+  them, at twice its float32 rate, and its bfloat16 convolutions at the float32 rate or below.
+  Smaller passes keep XLA's forms, which are faster there in float32.
+  `benchmarks/conv_passes.py` times every form per layer (`--dtype bfloat16` too) and
+  `benchmarks/conv_forms.py` whole steps; README.md ("Benchmarks") has the numbers.
 - Elsewhere (GPU, TPU) every pass is XLA's own convolution, which cuDNN and the TPU compiler
   implement directly.
 
@@ -152,6 +156,54 @@ def kernel_grad_taps(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
     return _kernel_4x4(jnp.array(taps)).astype(b.dtype)
 
 
+# --- matmul forms with float32 accumulation, for bfloat16 on XLA:CPU ---------------------------
+# XLA:CPU runs a bfloat16 matmul accumulated in float32 on the bfloat16 dot-product instructions
+# of CPUs that have them (AVX512-BF16: about 380 GFLOP/s on this project's 2 cores, twice
+# float32), but its bfloat16 convolutions at float32 speed or below. These forms put each pass's
+# work into one such matmul; the shifts of the 2x2 stride-1 form move to cheap elementwise sums.
+
+def _kernel_matrix(w: jnp.ndarray) -> jnp.ndarray:
+    """(4, 4, Cb, Cs) -> (4 Cb, 4 Cs): rows (row parity, column parity, Cb) as in
+    `space_to_depth`, columns (r, c, Cs) for the taps of the 2x2 stride-1 kernel."""
+    cb, cs = w.shape[2:]
+    return _kernel_2x2(w).transpose(2, 0, 1, 3).reshape(4 * cb, 4 * cs)
+
+
+def depth_to_space(x: jnp.ndarray, channels: int) -> jnp.ndarray:
+    """The inverse of `space_to_depth`: (N, H+1, W+1, 4C) -> (N, 2H, 2W, C), padding dropped."""
+    n, h1, w1, _ = x.shape
+    y = x.reshape(n, h1, w1, 2, 2, channels).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, 2 * h1, 2 * w1, channels)[:, 1:-1, 1:-1]
+
+
+def down_matmul(b: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    """`down` as one matmul: every space-to-depth pixel times every tap's kernel, (N(H+1)(W+1),
+    4 Cb) x (4 Cb, 4 Cs) accumulated in float32, then s[i, j] = sum over taps (r, c) of the
+    product at pixel (i + r, j + c). It multiplies the padding too: (H+1)(W+1)/HW more FLOPs."""
+    x = space_to_depth(b)
+    n, h1, w1, c4 = x.shape
+    cs = w.shape[-1]
+    y = jnp.dot(x.reshape(-1, c4), _kernel_matrix(w).astype(x.dtype),
+                preferred_element_type=jnp.float32).reshape(n, h1, w1, 2, 2, cs)
+    h, wd = h1 - 1, w1 - 1
+    s = sum(y[:, r:r + h, c:c + wd, r, c] for r in (0, 1) for c in (0, 1))
+    return s.astype(b.dtype)
+
+
+def up_matmul(s: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    """`up` as one matmul: s times every tap's transposed kernel, (NHW, Cs) x (Cs, 16 Cb)
+    accumulated in float32, then each tap's product added in at its shift on the space-to-depth
+    grid, and depth-to-space. No extra FLOPs."""
+    n, h, wd, cs = s.shape
+    cb = w.shape[2]
+    k = _kernel_matrix(w).reshape(4 * cb, 4, cs).transpose(2, 1, 0).reshape(cs, 16 * cb)
+    z = jnp.dot(s.reshape(-1, cs), k.astype(s.dtype),
+                preferred_element_type=jnp.float32).reshape(n, h, wd, 2, 2, 4 * cb)
+    x = sum(jnp.pad(z[:, :, :, r, c], ((0, 0), (r, 1 - r), (c, 1 - c), (0, 0)))
+            for r in (0, 1) for c in (0, 1))
+    return depth_to_space(x, cb).astype(s.dtype)
+
+
 # --- the per-backend choice and the two layers ------------------------------------------------
 
 # Passes below this many FLOPs keep XLA's own forms on CPU too. Whole steps, interleaved
@@ -159,6 +211,9 @@ def kernel_grad_taps(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
 # memory kept): dcgan_digits, passes of at most 0.27 GFLOP: 1043 / 1040 / 854 img/s;
 # bench_dcgan32, 2.1 GFLOP middle layers: 334 / 328 / 343 img/s.
 CPU_FORMS_MIN_FLOPS = 1e9
+# bfloat16 passes of at least this many FLOPs take the matmul forms on CPU: all of them, as
+# whole steps favour them at every size measured (see the bfloat16 rows above).
+CPU_MATMUL_FORMS_MIN_FLOPS = 0
 
 
 def pass_flops(small_shape: tuple[int, ...], big_channels: int) -> int:
@@ -167,45 +222,78 @@ def pass_flops(small_shape: tuple[int, ...], big_channels: int) -> int:
     return 2 * n * h * w * 16 * big_channels * cs
 
 
+def _on_cpu() -> bool:
+    """XLA:CPU, and not within `xla_forms()`."""
+    return not _force_xla_forms and jax.default_backend() == "cpu"
+
+
 def _cpu_forms_for(small_shape: tuple[int, ...], big_channels: int) -> bool:
     """Whether a pass of this size takes the stride-1 forms: on XLA:CPU, at least
     `CPU_FORMS_MIN_FLOPS`, and not within `xla_forms()`."""
-    return (not _force_xla_forms and jax.default_backend() == "cpu"
-            and pass_flops(small_shape, big_channels) >= CPU_FORMS_MIN_FLOPS)
+    return _on_cpu() and pass_flops(small_shape, big_channels) >= CPU_FORMS_MIN_FLOPS
 
 
-def up_form(small_shape: tuple[int, ...], big_channels: int) -> str:
+def _matmul_forms_for(small_shape: tuple[int, ...], big_channels: int, dtype) -> bool:
+    """Whether a pass takes the matmul forms (`down_matmul`, `up_matmul`, `kernel_grad_taps`):
+    bfloat16 on XLA:CPU, at least
+    `CPU_MATMUL_FORMS_MIN_FLOPS`, and not within `xla_forms()`."""
+    return (jnp.dtype(dtype) == jnp.bfloat16 and _on_cpu()
+            and pass_flops(small_shape, big_channels) >= CPU_MATMUL_FORMS_MIN_FLOPS)
+
+
+def down_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) -> str:
+    """The implementation `down` uses: "matmul" for bfloat16 passes of at least
+    `CPU_MATMUL_FORMS_MIN_FLOPS` on CPU, else "xla" (XLA's strided convolution, as fast as any
+    stride-1 form in float32)."""
+    return "matmul" if _matmul_forms_for(small_shape, big_channels, dtype) else "xla"
+
+
+def up_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) -> str:
     """The implementation `up` uses for a small map of shape (N, H, W, Cs) and Cb big channels
-    on this backend: "xla", "four_phase" (on CPU, passes of at least `CPU_FORMS_MIN_FLOPS` with
-    a small map of at most 4x4) or "space_to_depth" (the same, larger maps)."""
+    on this backend: on CPU "matmul" in bfloat16 (passes of at least
+    `CPU_MATMUL_FORMS_MIN_FLOPS`), and for other passes of at least `CPU_FORMS_MIN_FLOPS`
+    "four_phase" with a small map of at most 4x4 and "space_to_depth" above; else "xla"."""
+    if _matmul_forms_for(small_shape, big_channels, dtype):
+        return "matmul"
     if not _cpu_forms_for(small_shape, big_channels):
         return "xla"
     return "four_phase" if small_shape[1] * small_shape[2] <= 16 else "space_to_depth"
 
 
-def kernel_grad_form(small_shape: tuple[int, ...], big_channels: int) -> str:
-    """The implementation `kernel_grad` uses: "taps" on CPU for passes of at least
-    `CPU_FORMS_MIN_FLOPS`, else "xla"."""
-    return "taps" if _cpu_forms_for(small_shape, big_channels) else "xla"
+def kernel_grad_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) -> str:
+    """The implementation `kernel_grad` uses: on CPU "taps" (four matmuls accumulated in
+    float32) for bfloat16 passes of at least `CPU_MATMUL_FORMS_MIN_FLOPS` and other passes of
+    at least `CPU_FORMS_MIN_FLOPS`; else "xla"."""
+    if (_matmul_forms_for(small_shape, big_channels, dtype)
+            or _cpu_forms_for(small_shape, big_channels)):
+        return "taps"
+    return "xla"
 
 
-UP_FORMS = {"xla": up_xla, "four_phase": up_four_phase, "space_to_depth": up_s2d}
+DOWN_FORMS = {"xla": down_xla, "space_to_depth": down_s2d, "matmul": down_matmul}
+UP_FORMS = {"xla": up_xla, "four_phase": up_four_phase, "space_to_depth": up_s2d,
+            "matmul": up_matmul}
 KERNEL_GRAD_FORMS = {"xla": kernel_grad_xla, "taps": kernel_grad_taps}
 
 
+def _small_shape(b: jnp.ndarray, w: jnp.ndarray) -> tuple[int, ...]:
+    n, h2, w2, _ = b.shape
+    return (n, h2 // 2, w2 // 2, w.shape[-1])
+
+
 def down(b: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-    """The strided convolution: XLA's own on every backend."""
-    return down_xla(b, w)
+    """The strided convolution, in the form `down_form` picks."""
+    return DOWN_FORMS[down_form(_small_shape(b, w), b.shape[-1], b.dtype)](b, w)
 
 
 def up(s: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     """The transpose of `down` in b, in the form `up_form` picks."""
-    return UP_FORMS[up_form(s.shape, w.shape[2])](s, w)
+    return UP_FORMS[up_form(s.shape, w.shape[2], s.dtype)](s, w)
 
 
 def kernel_grad(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
     """d<down(b, w), s>/dw, in the form `kernel_grad_form` picks."""
-    return KERNEL_GRAD_FORMS[kernel_grad_form(s.shape, b.shape[-1])](b, s)
+    return KERNEL_GRAD_FORMS[kernel_grad_form(s.shape, b.shape[-1], b.dtype)](b, s)
 
 
 @jax.custom_vjp
