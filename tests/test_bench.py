@@ -106,7 +106,7 @@ def test_conv_passes_times_every_implementation_and_names_the_pick(tmp_path):
     for row in report["rows"]:
         t = row["jax_ms"]
         assert set(t["up"]) == {"xla", "four_phase", "space_to_depth", "matmul", "picked"}
-        assert set(t["down"]) == {"xla", "space_to_depth", "matmul", "picked"}
+        assert set(t["down"]) == {"xla", "space_to_depth", "matmul", "im2col", "picked"}
         assert all(v > 0 for v in t["kernel_grad"].values() if not isinstance(v, str))
         # At batch 2 every pass is far below CPU_FORMS_MIN_FLOPS: XLA's own forms.
         assert t["down"]["picked"] == t["up"]["picked"] == t["kernel_grad"]["picked"] == "xla"

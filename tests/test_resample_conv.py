@@ -24,7 +24,8 @@ def strided_conv_reference(b, w):
     return out
 
 
-# Small maps of 2x3 (<= 16 pixels: the four-phase branch on CPU) and 5x4 (the s2d branch).
+# Small maps of 2x3 (<= 16 pixels: the four-phase and im2col branches on CPU) and 5x4 (the s2d
+# and matmul branches).
 SHAPES = [(2, 3), (5, 4)]
 
 
@@ -38,7 +39,7 @@ def _arrays(h, wd, cb=3, cs=5, seed=0):
 def test_every_down_implementation_is_the_strided_convolution(h, wd):
     b, _, w = _arrays(h, wd)
     want = strided_conv_reference(b, w)
-    for f in (rc.down_xla, rc.down_s2d, rc.down_matmul, rc.down):
+    for f in (rc.down_xla, rc.down_s2d, rc.down_matmul, rc.down_im2col, rc.down):
         got = jax.jit(f)(jnp.float32(b), jnp.float32(w))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f.__name__)
 
@@ -113,8 +114,8 @@ def test_bfloat16_matmul_forms_round_once_from_float32_accumulation(h, wd):
     # half a bfloat16 ulp (at most 2^-8 relative) plus float32 accumulation error. XLA's bfloat16
     # convolution, the forms they replace, is checked only to 0.05 (test_layers_keep_bfloat16).
     b, s, w = (jnp.asarray(a, jnp.bfloat16) for a in _arrays(h, wd, cb=8, cs=16, seed=2))
-    assert rc.down_form(s.shape, 8, jnp.bfloat16) == rc.up_form(s.shape, 8, jnp.bfloat16) \
-        == "matmul"
+    assert rc.up_form(s.shape, 8, jnp.bfloat16) == "matmul"
+    assert rc.down_form(s.shape, 8, jnp.bfloat16) == ("im2col" if h * wd <= 16 else "matmul")
     b64, s64, w64 = (np.asarray(a, np.float64) for a in (b, s, w))
     down_want = strided_conv_reference(b64, w64)
     up_want = transposed_conv_reference(s64, np.swapaxes(w64, 2, 3))
@@ -134,8 +135,10 @@ def test_cpu_forms_only_for_passes_of_a_gflop():
     # bfloat16: the matmul forms at every size (CPU_MATMUL_FORMS_MIN_FLOPS is 0).
     bf16 = jnp.bfloat16
     for shape, cb in (((128, 8, 8, 128), 64), ((128, 4, 4, 256), 128), ((64, 8, 8, 64), 32)):
-        assert rc.down_form(shape, cb, bf16) == rc.up_form(shape, cb, bf16) == "matmul"
+        assert rc.up_form(shape, cb, bf16) == "matmul"
         assert rc.kernel_grad_form(shape, cb, bf16) == "taps"
+    assert rc.down_form((128, 8, 8, 128), 64, bf16) == "matmul"
+    assert rc.down_form((128, 4, 4, 256), 128, bf16) == "im2col"  # no padding FLOPs
     with rc.xla_forms():
         assert rc.up_form((128, 8, 8, 128), 64) == "xla"
         assert rc.down_form((128, 8, 8, 128), 64, bf16) == rc.up_form((128, 8, 8, 128), 64, bf16) \

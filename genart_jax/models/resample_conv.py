@@ -12,22 +12,25 @@ The downsampling convolution is (down, up for the input gradient, kernel_grad); 
 convolution is (up, down for the input gradient, kernel_grad with the roles swapped). So every
 pass of both layers is one of three computations, and each has one implementation per backend:
 
-- On XLA:CPU, for passes of at least `CPU_FORMS_MIN_FLOPS`, XLA's own forms of `up` (a
+- On XLA:CPU in float32, for passes of at least `CPU_FORMS_MIN_FLOPS`, XLA's own forms of `up` (a
   dilated-input convolution) and of the kernel gradient (a dilated-kernel convolution) are
   slower than stride-1 forms: by 5-70% (run to run) with freed host memory kept
   (`genart_jax.host_memory`, which the CLI sets), by up to 2.6x for `up` without it (the
   kernel-gradient taps then lose: their copies land on fresh pages). There, `up` is the
   four-phase form (four 2x2 stride-1 convolutions, interleaved) when the small map is at most
   4x4, else the transpose of a 2x2 convolution on the space-to-depth input; and the kernel
-  gradient is four matmuls, one per 2x2 tap of the space-to-depth input. In bfloat16 `down` and
-  `up` of those passes are instead each one matmul accumulated in float32 (`down_matmul`,
-  `up_matmul`): XLA:CPU runs those on the bfloat16 dot-product instructions where the CPU has
-  them, at twice its float32 rate, and its bfloat16 convolutions at the float32 rate or below.
-  Smaller passes keep XLA's forms, which are faster there in float32.
-  `benchmarks/conv_passes.py` times every form per layer (`--dtype bfloat16` too) and
-  `benchmarks/conv_forms.py` whole steps; README.md ("Benchmarks") has the numbers.
+  gradient is four matmuls, one per 2x2 tap of the space-to-depth input. Smaller passes keep
+  XLA's forms, which are faster there.
+- On XLA:CPU in bfloat16, every pass of any size is matmuls accumulated in float32: `down` is
+  one matmul (`down_matmul`; `down_im2col` for small maps of at most 4x4), `up` one matmul
+  (`up_matmul`) and the kernel gradient the four taps. XLA:CPU runs such matmuls on the bfloat16
+  dot-product instructions where the CPU has them, at twice its float32 rate, but its bfloat16
+  convolutions at the float32 rate or below.
 - Elsewhere (GPU, TPU) every pass is XLA's own convolution, which cuDNN and the TPU compiler
   implement directly.
+
+`benchmarks/conv_passes.py` times every form per layer (`--dtype bfloat16` too) and
+`benchmarks/conv_forms.py` whole steps; README.md ("Benchmarks") has the numbers.
 
 All implementations compute the same linear maps; tests check them against XLA's convolution
 and its autodiff.
@@ -190,6 +193,20 @@ def down_matmul(b: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     return s.astype(b.dtype)
 
 
+def down_im2col(b: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    """`down` as one matmul of the 16 taps' strided slices, side by side: (NHW, 16 Cb) x
+    (16 Cb, Cs) accumulated in float32. It copies the input 4 times over, but has none of
+    `down_matmul`'s extra FLOPs, 56% or more on maps of at most 4x4."""
+    n, h2, w2, cb = b.shape
+    h, wd = h2 // 2, w2 // 2
+    p = jnp.pad(b, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    patches = jnp.concatenate([p[:, kh:kh + h2:2, kw:kw + w2:2] for kh in range(4)
+                               for kw in range(4)], axis=-1).reshape(-1, 16 * cb)
+    s = jnp.dot(patches, w.reshape(16 * cb, -1).astype(b.dtype),
+                preferred_element_type=jnp.float32)
+    return s.reshape(n, h, wd, -1).astype(b.dtype)
+
+
 def up_matmul(s: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     """`up` as one matmul: s times every tap's transposed kernel, (NHW, Cs) x (Cs, 16 Cb)
     accumulated in float32, then each tap's product added in at its shift on the space-to-depth
@@ -211,8 +228,10 @@ def up_matmul(s: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
 # memory kept): dcgan_digits, passes of at most 0.27 GFLOP: 1043 / 1040 / 854 img/s;
 # bench_dcgan32, 2.1 GFLOP middle layers: 334 / 328 / 343 img/s.
 CPU_FORMS_MIN_FLOPS = 1e9
-# bfloat16 passes of at least this many FLOPs take the matmul forms on CPU: all of them, as
-# whole steps favour them at every size measured (see the bfloat16 rows above).
+# bfloat16 passes of at least this many FLOPs take the matmul forms on CPU: all of them. Whole
+# steps in bfloat16 (`... --dtype bfloat16`: picked, which is the matmul forms everywhere / XLA's
+# forms / the CPU forms everywhere, the same program as picked): dcgan_digits 1458 / 1112 / 1483
+# img/s; bench_dcgan32 526 / 306 / 484 img/s (identical programs here differ by up to 14%).
 CPU_MATMUL_FORMS_MIN_FLOPS = 0
 
 
@@ -234,7 +253,8 @@ def _cpu_forms_for(small_shape: tuple[int, ...], big_channels: int) -> bool:
 
 
 def _matmul_forms_for(small_shape: tuple[int, ...], big_channels: int, dtype) -> bool:
-    """Whether a pass takes the matmul forms (`down_matmul`, `up_matmul`, `kernel_grad_taps`):
+    """Whether a pass takes the matmul forms (`down_matmul` or `down_im2col`, `up_matmul`,
+    `kernel_grad_taps`):
     bfloat16 on XLA:CPU, at least
     `CPU_MATMUL_FORMS_MIN_FLOPS`, and not within `xla_forms()`."""
     return (jnp.dtype(dtype) == jnp.bfloat16 and _on_cpu()
@@ -242,10 +262,12 @@ def _matmul_forms_for(small_shape: tuple[int, ...], big_channels: int, dtype) ->
 
 
 def down_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) -> str:
-    """The implementation `down` uses: "matmul" for bfloat16 passes of at least
-    `CPU_MATMUL_FORMS_MIN_FLOPS` on CPU, else "xla" (XLA's strided convolution, as fast as any
-    stride-1 form in float32)."""
-    return "matmul" if _matmul_forms_for(small_shape, big_channels, dtype) else "xla"
+    """The implementation `down` uses: for bfloat16 passes of at least
+    `CPU_MATMUL_FORMS_MIN_FLOPS` on CPU "im2col" with a small map of at most 4x4 and "matmul"
+    above; else "xla" (XLA's strided convolution, as fast as any stride-1 form in float32)."""
+    if not _matmul_forms_for(small_shape, big_channels, dtype):
+        return "xla"
+    return "im2col" if small_shape[1] * small_shape[2] <= 16 else "matmul"
 
 
 def up_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) -> str:
@@ -270,7 +292,8 @@ def kernel_grad_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.
     return "xla"
 
 
-DOWN_FORMS = {"xla": down_xla, "space_to_depth": down_s2d, "matmul": down_matmul}
+DOWN_FORMS = {"xla": down_xla, "space_to_depth": down_s2d, "matmul": down_matmul,
+              "im2col": down_im2col}
 UP_FORMS = {"xla": up_xla, "four_phase": up_four_phase, "space_to_depth": up_s2d,
             "matmul": up_matmul}
 KERNEL_GRAD_FORMS = {"xla": kernel_grad_xla, "taps": kernel_grad_taps}
