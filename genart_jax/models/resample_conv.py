@@ -254,9 +254,8 @@ def _cpu_forms_for(small_shape: tuple[int, ...], big_channels: int) -> bool:
 
 def _matmul_forms_for(small_shape: tuple[int, ...], big_channels: int, dtype) -> bool:
     """Whether a pass takes the matmul forms (`down_matmul` or `down_im2col`, `up_matmul`,
-    `kernel_grad_taps`):
-    bfloat16 on XLA:CPU, at least
-    `CPU_MATMUL_FORMS_MIN_FLOPS`, and not within `xla_forms()`."""
+    `kernel_grad_taps`): bfloat16 on XLA:CPU, at least `CPU_MATMUL_FORMS_MIN_FLOPS`, and not
+    within `xla_forms()`."""
     return (jnp.dtype(dtype) == jnp.bfloat16 and _on_cpu()
             and pass_flops(small_shape, big_channels) >= CPU_MATMUL_FORMS_MIN_FLOPS)
 
