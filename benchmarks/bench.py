@@ -234,7 +234,8 @@ def peer_for(cfg) -> tuple[str, dict] | None:
 def prepare_peers(name: str, batches: list[int] | None, warmup: int,
                   dtypes: list[str] = ("float32",)) -> list[tuple[Timed, dict[str, Any]]]:
     """The PyTorch peers of config `name` (eager and torch.compile, in each of `dtypes`: float32,
-    and bfloat16 under `torch.autocast`), built and warmed up."""
+    and bfloat16 under `torch.autocast`), on the GPU when genart_jax runs on one and PyTorch
+    can use it, else on the CPU; built and warmed up."""
     try:
         import importlib
 
@@ -247,15 +248,17 @@ def prepare_peers(name: str, batches: list[int] | None, warmup: int,
     if peer is None:
         print(f"no PyTorch peer for {name} ({cfg.model.family}/{cfg.model.arch})")
         return []
-    from benchmarks.peers.timing import peer_info
+    from benchmarks.peers.timing import peer_device, peer_info
 
     module = importlib.import_module(f"benchmarks.peers.{peer[0]}")
+    device = peer_device(jax.default_backend())
     prepared = []
     for dt, b, compiled in itertools.product(dtypes, batches or [cfg.train.batch_size],
                                              (False, True)):
-        meta = {**peer_info(compiled, dt), "config": name, "batch": b}
+        meta = {**peer_info(compiled, dt, device), "config": name, "batch": b}
         try:
-            step = module.make_step(batch=b, compile_model=compiled, dtype=dt, **peer[1])
+            step = module.make_step(batch=b, compile_model=compiled, dtype=dt, device=device,
+                                    **peer[1])
             t0 = time.perf_counter()
             for _ in range(max(1, warmup)):
                 step()
@@ -307,7 +310,9 @@ def markdown(report: dict) -> str:
                         if r["config"] == p["config"] and r["batch"] == p["batch"]
                         and r["devices"] == 1 and r["dtype"] == dtype),
                        default=float("nan"))
-            lines.append(f"| {p['peer']} ({p['threads']} threads) | {dtype} | {p['config']} | "
+            where = ("cuda" if p.get("device") == "cuda"  # older reports: CPU peers
+                     else f"cpu, {p['threads']} threads")
+            lines.append(f"| {p['peer']} ({where}) | {dtype} | {p['config']} | "
                          f"{p['batch']} | {p['images_per_sec']:.0f} | "
                          f"{ours / p['images_per_sec']:.2f}x | {_usage_cells(p)} |")
     peaks = ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in

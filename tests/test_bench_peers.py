@@ -63,6 +63,17 @@ def test_torch_dcgan_runs_its_convolutions_in_bfloat16_under_autocast():
     assert all(p.dtype == torch.float32 for p in g.parameters())
 
 
+def test_peers_run_on_the_gpu_only_beside_a_jax_gpu_run(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from benchmarks.peers.timing import peer_device, peer_info
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert peer_device("cpu") == peer_device("gpu") == "cpu"  # no CUDA for PyTorch: on the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert peer_device("gpu") == "cuda" and peer_device("cpu") == peer_device("tpu") == "cpu"
+    assert peer_info(False, "bfloat16", "cuda")["device"] == "cuda"
+
+
 def test_peer_dispatch_by_family():
     assert bench.peer_for(load_config("bench_dcgan32"))[0] == "torch_dcgan"
     assert bench.peer_for(load_config("bench_convvae32"))[0] == "torch_vae"
@@ -84,11 +95,12 @@ def test_markdown_pairs_each_peer_with_its_own_config():
               "peers": [{"peer": "pytorch eager", "threads": 2, "config": "a", "batch": 128,
                          "dtype": "float32", "images_per_sec": 50.0},
                         {"peer": "pytorch eager", "threads": 2, "config": "a", "batch": 128,
-                         "dtype": "bfloat16", "images_per_sec": 300.0},
+                         "dtype": "bfloat16", "device": "cuda", "images_per_sec": 300.0},
                         # A report from before the bfloat16 peers: its peers ran float32.
                         {"peer": "pytorch eager", "threads": 2, "config": "b", "batch": 128,
                          "images_per_sec": 100.0}]}
     md = bench.markdown(report)
-    assert "| float32 | a | 128 | 50 | 2.00x |" in md
-    assert "| bfloat16 | a | 128 | 300 | 3.00x |" in md  # 900 bfloat16 against 300
-    assert "| float32 | b | 128 | 100 | 3.00x |" in md
+    assert "| pytorch eager (cpu, 2 threads) | float32 | a | 128 | 50 | 2.00x |" in md
+    # 900 bfloat16 against 300, a peer that ran on the GPU
+    assert "| pytorch eager (cuda) | bfloat16 | a | 128 | 300 | 3.00x |" in md
+    assert "| pytorch eager (cpu, 2 threads) | float32 | b | 128 | 100 | 3.00x |" in md

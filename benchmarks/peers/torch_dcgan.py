@@ -32,35 +32,39 @@ def build(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3, size: int = 
 
 
 def make_step(batch: int = 128, compile_model: bool = False, size: int = 32, nz: int = 100,
-              dtype: str = "float32") -> Callable[[], None]:
-    """One train step of the PyTorch DCGAN on the CPU, as a callable (the model built
-    and, with `compile_model`, compiled on its first call); with dtype "bfloat16" the forward
-    passes run under `torch.autocast` (`benchmarks.peers.timing.autocast`)."""
+              dtype: str = "float32", device: str = "cpu") -> Callable[[], None]:
+    """One train step of the PyTorch DCGAN on `device` ("cpu" or "cuda"), as a callable that
+    returns when the step's work is done (the model built and, with `compile_model`, compiled
+    on its first call); with dtype "bfloat16" the forward passes run under `torch.autocast`
+    (`benchmarks.peers.timing.autocast`)."""
     import torch
     from torch.nn import functional as F
 
-    from benchmarks.peers.timing import autocast
+    from benchmarks.peers.timing import autocast, finish
 
     torch.manual_seed(0)
     g, d, opt_g, opt_d = build(nz=nz, size=size)
+    g, d = g.to(device), d.to(device)
     if compile_model:
         g, d = torch.compile(g), torch.compile(d)
-    real = torch.rand(batch, 3, size, size) * 2 - 1
-    ones, zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
+    real = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    ones = torch.ones(batch, 1, device=device)
+    zeros = torch.zeros(batch, 1, device=device)
 
     def step():
-        z = torch.randn(batch, nz, 1, 1)
-        with autocast(dtype):
+        z = torch.randn(batch, nz, 1, 1, device=device)
+        with autocast(dtype, device):
             fake = g(z)
             loss_d = (F.binary_cross_entropy_with_logits(d(real), ones)
                       + F.binary_cross_entropy_with_logits(d(fake.detach()), zeros))
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
-        with autocast(dtype):
+        with autocast(dtype, device):
             loss_g = F.binary_cross_entropy_with_logits(d(fake), ones)
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
+        finish(device)
 
     return step

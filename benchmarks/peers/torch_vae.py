@@ -80,27 +80,29 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, bins: int = 256):
 def make_step(batch: int = 128, compile_model: bool = False, size: int = 32, channels: int = 3,
               latent: int = 128, width: int = 32, lr: float = 1e-3,
               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-              dtype: str = "float32") -> Callable[[], object]:
-    """One train step of the PyTorch conv VAE on the CPU, as a callable (the model built
-    and, with `compile_model`, compiled on its first call); with dtype "bfloat16" the forward
-    pass runs under `torch.autocast` (`benchmarks.peers.timing.autocast`)."""
+              dtype: str = "float32", device: str = "cpu") -> Callable[[], object]:
+    """One train step of the PyTorch conv VAE on `device` ("cpu" or "cuda"), as a callable
+    that returns when the step's work is done (the model built and, with `compile_model`,
+    compiled on its first call); with dtype "bfloat16" the forward pass runs under
+    `torch.autocast` (`benchmarks.peers.timing.autocast`)."""
     import torch
 
-    from benchmarks.peers.timing import autocast
+    from benchmarks.peers.timing import autocast, finish
 
     torch.manual_seed(0)
-    model = build(size=size, channels=channels, latent=latent, width=width)
+    model = build(size=size, channels=channels, latent=latent, width=width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr, betas=betas, eps=eps)
     loss_fn = torch.compile(model) if compile_model else model
-    x = torch.rand(batch, channels, size, size) * 2 - 1
+    x = torch.rand(batch, channels, size, size, device=device) * 2 - 1
 
     def step():
-        noise = torch.randn(batch, latent)
+        noise = torch.randn(batch, latent, device=device)
         opt.zero_grad()
-        with autocast(dtype):
+        with autocast(dtype, device):
             loss = loss_fn(x, noise)
         loss.backward()
         opt.step()
+        finish(device)
         return loss
 
     return step
