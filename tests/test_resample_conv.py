@@ -24,8 +24,8 @@ def strided_conv_reference(b, w):
     return out
 
 
-# Small maps of 2x3 (<= 16 pixels: the four-phase and im2col branches on CPU) and 5x4 (the s2d
-# and matmul branches).
+# Small maps of 2x3 (<= 16 pixels: the four-phase, im2col and taps branches on CPU) and 5x4 (the
+# s2d, matmul and shifted branches).
 SHAPES = [(2, 3), (5, 4)]
 
 
@@ -66,7 +66,7 @@ def test_every_kernel_gradient_is_the_adjoint_in_w(h, wd):
                 e = np.zeros((4, 4, 3, 1))
                 e[kh, kw, ci, 0] = 1.0
                 want[kh, kw, ci] = np.einsum("nhw,nhwd->d", strided_conv_reference(b, e)[..., 0], s)
-    for f in (rc.kernel_grad_xla, rc.kernel_grad_taps, rc.kernel_grad):
+    for f in (rc.kernel_grad_xla, rc.kernel_grad_taps, rc.kernel_grad_shifted, rc.kernel_grad):
         got = jax.jit(f)(jnp.float32(b), jnp.float32(s))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=f.__name__)
 
@@ -129,7 +129,8 @@ def test_cpu_forms_only_for_passes_of_a_gflop():
     # bench_dcgan32's middle layers (2.1 GFLOP per pass) and the default run's (0.27 GFLOP).
     assert rc.up_form((128, 8, 8, 128), 64) == "space_to_depth"
     assert rc.up_form((128, 4, 4, 256), 128) == "four_phase"
-    assert rc.kernel_grad_form((128, 8, 8, 128), 64) == "taps"
+    assert rc.kernel_grad_form((128, 8, 8, 128), 64) == "shifted"
+    assert rc.kernel_grad_form((128, 4, 4, 256), 128) == "taps"
     assert rc.down_form((128, 8, 8, 128), 64) == "xla"
     assert rc.up_form((64, 8, 8, 64), 32) == rc.kernel_grad_form((64, 8, 8, 64), 32) == "xla"
     # bfloat16: the matmul forms at every size (CPU_MATMUL_FORMS_MIN_FLOPS is 0).

@@ -19,8 +19,9 @@ pass of both layers is one of three computations, and each has one implementatio
   kernel-gradient taps then lose: their copies land on fresh pages). There, `up` is the
   four-phase form (four 2x2 stride-1 convolutions, interleaved) when the small map is at most
   4x4, else the transpose of a 2x2 convolution on the space-to-depth input; and the kernel
-  gradient is four matmuls, one per 2x2 tap of the space-to-depth input. Smaller passes keep
-  XLA's forms, which are faster there.
+  gradient is four matmuls, one per 2x2 tap of the space-to-depth input, on small maps of at
+  most 4x4, else one matmul of the space-to-depth input with the cotangent shifted once per
+  tap (`kernel_grad_shifted`). Smaller passes keep XLA's forms, which are faster there.
 - On XLA:CPU in bfloat16, every pass of any size is matmuls accumulated in float32: `down` is
   one matmul (`down_matmul`; `down_im2col` for small maps of at most 4x4), `up` one matmul
   (`up_matmul`) and the kernel gradient the four taps. XLA:CPU runs such matmuls on the bfloat16
@@ -159,6 +160,26 @@ def kernel_grad_taps(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
     return _kernel_4x4(jnp.array(taps)).astype(b.dtype)
 
 
+def kernel_grad_shifted(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
+    """The kernel gradient as one matmul over the whole space-to-depth grid: s, transposed to
+    (Cs, N, H, W) and zero-padded onto the (H+1, W+1) grid once per 2x2 tap at that tap's
+    shift, (4 Cs, N(H+1)(W+1)) x (N(H+1)(W+1), 4 Cb) accumulated in float32. It multiplies the
+    padding too, (H+1)(W+1)/HW more FLOPs, but copies only s, never the larger input. The
+    optimization barriers keep the transposes where they are: XLA would fold them into the
+    matmul's dimension numbers, and XLA:CPU runs a matmul that contracts its left operand's
+    leading dimension by first transposing that operand (a one-off timing: `a.T @ b` at 86
+    against 204 GFLOP/s for a pre-transposed `a`)."""
+    x = space_to_depth(b)
+    cs, cb = s.shape[-1], b.shape[-1]
+    st = lax.optimization_barrier(jnp.moveaxis(s, 3, 0))
+    shifted = jnp.stack([jnp.pad(st, ((0, 0), (0, 0), (r, 1 - r), (c, 1 - c)))
+                         for r in (0, 1) for c in (0, 1)]).reshape(4 * cs, -1)
+    g = lax.optimization_barrier(jnp.dot(shifted, x.reshape(-1, 4 * cb),
+                                         preferred_element_type=jnp.float32))
+    g = g.reshape(2, 2, cs, 4 * cb).transpose(0, 1, 3, 2)  # (r, c, (pr, pc, Cb), Cs)
+    return _kernel_4x4(g).astype(b.dtype)
+
+
 # --- matmul forms with float32 accumulation, for bfloat16 on XLA:CPU ---------------------------
 # XLA:CPU runs a bfloat16 matmul accumulated in float32 on the bfloat16 dot-product instructions
 # of CPUs that have them (AVX512-BF16: about 380 GFLOP/s on this project's 2 cores, twice
@@ -283,19 +304,22 @@ def up_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) 
 
 def kernel_grad_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) -> str:
     """The implementation `kernel_grad` uses: on CPU "taps" (four matmuls accumulated in
-    float32) for bfloat16 passes of at least `CPU_MATMUL_FORMS_MIN_FLOPS` and other passes of
-    at least `CPU_FORMS_MIN_FLOPS`; else "xla"."""
-    if (_matmul_forms_for(small_shape, big_channels, dtype)
-            or _cpu_forms_for(small_shape, big_channels)):
+    float32) for bfloat16 passes of at least `CPU_MATMUL_FORMS_MIN_FLOPS`; for other passes of
+    at least `CPU_FORMS_MIN_FLOPS` "taps" with a small map of at most 4x4 and "shifted" above;
+    else "xla"."""
+    if _matmul_forms_for(small_shape, big_channels, dtype):
         return "taps"
-    return "xla"
+    if not _cpu_forms_for(small_shape, big_channels):
+        return "xla"
+    return "taps" if small_shape[1] * small_shape[2] <= 16 else "shifted"
 
 
 DOWN_FORMS = {"xla": down_xla, "space_to_depth": down_s2d, "matmul": down_matmul,
               "im2col": down_im2col}
 UP_FORMS = {"xla": up_xla, "four_phase": up_four_phase, "space_to_depth": up_s2d,
             "matmul": up_matmul}
-KERNEL_GRAD_FORMS = {"xla": kernel_grad_xla, "taps": kernel_grad_taps}
+KERNEL_GRAD_FORMS = {"xla": kernel_grad_xla, "taps": kernel_grad_taps,
+                     "shifted": kernel_grad_shifted}
 
 
 def _small_shape(b: jnp.ndarray, w: jnp.ndarray) -> tuple[int, ...]:
