@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from benchmarks.bench import Case, prepare_case
 from benchmarks.interleave import time_interleaved
 from genart_jax import host_memory
-from genart_jax.config import load_config
+from genart_jax.config import DTYPES, load_config
 from genart_jax.models import resample_conv as rc
 
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=30, help="timed steps per choice (at least)")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
     args = p.parse_args(argv)
     host_memory.keep_freed_memory_unless_opted_out()  # as the CLI does, before JAX's threads
     batch = load_config(args.config).train.batch_size

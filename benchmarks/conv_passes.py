@@ -19,7 +19,7 @@ import jax
 
 from benchmarks.interleave import Timed, time_interleaved
 from genart_jax import host_memory
-from genart_jax.config import load_config
+from genart_jax.config import DTYPES, load_config
 from genart_jax.models import resample_conv as rc
 from genart_jax.models.dcgan import num_stages
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="bench_dcgan32", help="a DCGAN config: its layer shapes")
     p.add_argument("--batch", type=int, default=None, help="default: the config's")
     p.add_argument("--reps", type=int, default=12)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
     p.add_argument("--out", default=None, help="folder for passes.json and passes.md")
     args = p.parse_args(argv)
     host_memory.keep_freed_memory_unless_opted_out()  # as the CLI does, before JAX's threads

@@ -584,6 +584,7 @@ def _bench(args) -> int:
     import jax
 
     from benchmarks.bench import run
+    from genart_jax.config import DTYPES
 
     def ints(text):
         return [int(t) for t in text.split(",") if t.strip()]
@@ -594,11 +595,13 @@ def _bench(args) -> int:
         raise _UsageError(f"--devices {args.devices}: only {n} device(s) here")
     if args.steps < 1 or args.rounds < 1:
         raise _UsageError(f"--steps {args.steps} --rounds {args.rounds}: both must be >= 1")
-    bad = sorted(set(args.dtypes.split(",")) - {"float32", "bfloat16"})
+    dtypes = args.dtypes.split(",")
+    bad = sorted(set(dtypes) - set(DTYPES))
     if bad:
-        raise _UsageError(f"--dtypes {args.dtypes}: {', '.join(bad)} is not float32 or bfloat16")
+        raise _UsageError(f"--dtypes {args.dtypes}: {', '.join(bad)} is not "
+                          f"{' or '.join(DTYPES)}")
     run([c.strip() for c in args.configs.split(",")], devices, args.drivers.split(","),
-        args.dtypes.split(","), ints(args.steps_per_call),
+        dtypes, ints(args.steps_per_call),
         ints(args.batches) if args.batches else None, args.steps, args.warmup,
         not args.no_peers, Path(args.out), rounds=args.rounds)
     return 0

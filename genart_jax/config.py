@@ -183,13 +183,16 @@ def _set(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
         node[leaf] = value
 
 
+# The compute dtypes a model can run in (`model.dtype`) and `genart bench --dtypes` times.
+DTYPES = ("float32", "bfloat16")
+
 _CHOICES = {
     "model.family": ("gan", "vae"),
     "model.arch": ("dcgan", "mlp", "conv"),
     "vae.likelihood": ("bernoulli", "gaussian"),
     "vae.scale": ("learned", "fixed"),
     "optimizer.name": ("adam", "rmsprop"),
-    "model.dtype": ("float32", "bfloat16"),
+    "model.dtype": DTYPES,
     "train.g_loss": ("non_saturating", "saturating"),
     "train.driver": ("shard_map", "pmap"),
     "train.nonfinite": ("stop", "skip"),

@@ -150,6 +150,15 @@ def up_four_phase(s: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     return y.reshape(n, 2 * h, 2 * wd, cb)
 
 
+def _onto_grid(x: jnp.ndarray, r: int, c: int, row_axis: int) -> jnp.ndarray:
+    """Map x (H, W on `row_axis`, `row_axis` + 1) onto the (H+1, W+1) space-to-depth grid at
+    tap (r, c)'s shift: zero rows r above and 1 - r below, zero columns c left and 1 - c right.
+    Slicing [r:r + H, c:c + W] undoes it."""
+    pad = [(0, 0)] * x.ndim
+    pad[row_axis], pad[row_axis + 1] = (r, 1 - r), (c, 1 - c)
+    return jnp.pad(x, pad)
+
+
 def kernel_grad_taps(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
     """The kernel gradient as four matmuls, one per tap of the 2x2 space-to-depth kernel,
     accumulated in float32."""
@@ -172,7 +181,7 @@ def kernel_grad_shifted(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
     x = space_to_depth(b)
     cs, cb = s.shape[-1], b.shape[-1]
     st = lax.optimization_barrier(jnp.moveaxis(s, 3, 0))
-    shifted = jnp.stack([jnp.pad(st, ((0, 0), (0, 0), (r, 1 - r), (c, 1 - c)))
+    shifted = jnp.stack([_onto_grid(st, r, c, row_axis=2)
                          for r in (0, 1) for c in (0, 1)]).reshape(4 * cs, -1)
     g = lax.optimization_barrier(jnp.dot(shifted, x.reshape(-1, 4 * cb),
                                          preferred_element_type=jnp.float32))
@@ -237,17 +246,16 @@ def up_matmul(s: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     k = _kernel_matrix(w).reshape(4 * cb, 4, cs).transpose(2, 1, 0).reshape(cs, 16 * cb)
     z = jnp.dot(s.reshape(-1, cs), k.astype(s.dtype),
                 preferred_element_type=jnp.float32).reshape(n, h, wd, 2, 2, 4 * cb)
-    x = sum(jnp.pad(z[:, :, :, r, c], ((0, 0), (r, 1 - r), (c, 1 - c), (0, 0)))
-            for r in (0, 1) for c in (0, 1))
+    x = sum(_onto_grid(z[:, :, :, r, c], r, c, row_axis=1) for r in (0, 1) for c in (0, 1))
     return depth_to_space(x, cb).astype(s.dtype)
 
 
 # --- the per-backend choice and the two layers ------------------------------------------------
 
-# Passes below this many FLOPs keep XLA's own forms on CPU too. Whole steps, interleaved
+# Passes below this many FLOPs keep XLA's own forms on CPU too. Whole float32 steps, interleaved
 # (`python -m benchmarks.conv_forms --config NAME`: picked / XLA's forms / stride-1 forms, host
-# memory kept): dcgan_digits, passes of at most 0.27 GFLOP: 1043 / 1040 / 854 img/s;
-# bench_dcgan32, 2.1 GFLOP middle layers: 334 / 328 / 343 img/s.
+# memory kept, before `kernel_grad_shifted`): dcgan_digits, passes of at most 0.27 GFLOP:
+# 1043 / 1040 / 854 img/s; bench_dcgan32, 2.1 GFLOP middle layers: 334 / 328 / 343 img/s.
 CPU_FORMS_MIN_FLOPS = 1e9
 # bfloat16 passes of at least this many FLOPs take the matmul forms on CPU: all of them. Whole
 # steps in bfloat16 (`... --dtype bfloat16`: picked, which is the matmul forms everywhere / XLA's
