@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.interleave import Timed, time_interleaved
-from genart_jax import host_memory
+from genart_jax import cpu_convolutions, host_memory
 from genart_jax.config import apply_overrides, load_config
 from genart_jax.models import resample_conv
 from genart_jax.train.loop import build_training
@@ -76,16 +76,21 @@ def step_flops(cfg) -> float:
         device = jax.devices("cpu")[0]
     except RuntimeError:
         device = jax.devices()[0]
+    with resample_conv.xla_forms():
+        cost = lower_step(cfg, device).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float(cost.get("flops", float("nan")))
+
+
+def lower_step(cfg, device) -> jax.stages.Lowered:
+    """The config's train step (one step per call, jit+shard_map) traced and lowered for one
+    device on abstract arguments: the whole global batch, nothing computed."""
     driver, init_fn = build_training(apply_overrides(cfg, {"train.driver": "shard_map"}),
                                      [device])
     state = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=driver.replicated),
         jax.eval_shape(init_fn, jax.random.PRNGKey(0)))
-    batch = _sds(driver, _batch(cfg, 1, abstract=True))
-    with resample_conv.xla_forms():
-        cost = driver._step.lower(state, batch).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float(cost.get("flops", float("nan")))
+    return driver._step.lower(state, _sds(driver, _batch(cfg, 1, abstract=True)))
 
 
 def _sds(driver, batch):
@@ -156,7 +161,9 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version(), "backend": jax.default_backend(),
             "device_kind": d.device_kind, "device_count": jax.device_count(),
             "simulated_cpu_devices": jax.default_backend() == "cpu" and jax.device_count() > 1,
-            "host_memory_kept": host_memory.is_kept(), "versions": versions,
+            "host_memory_kept": host_memory.is_kept(),
+            "eigen_convolutions": jax.default_backend() == "cpu"
+            and cpu_convolutions.eigen_convolutions(), "versions": versions,
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
@@ -232,10 +239,11 @@ def peer_for(cfg) -> tuple[str, dict] | None:
 
 
 def prepare_peers(name: str, batches: list[int] | None, warmup: int,
-                  dtypes: list[str] = ("float32",)) -> list[tuple[Timed, dict[str, Any]]]:
-    """The PyTorch peers of config `name` (eager and torch.compile, in each of `dtypes`: float32,
-    and bfloat16 under `torch.autocast`), on the GPU when genart_jax runs on one and PyTorch
-    can use it, else on the CPU; built and warmed up."""
+                  dtypes: list[str] = ("float32",), compiled: tuple[bool, ...] = (False, True)
+                  ) -> list[tuple[Timed, dict[str, Any]]]:
+    """The PyTorch peers of config `name` (eager and torch.compile, or those of `compiled`, in
+    each of `dtypes`: float32, and bfloat16 under `torch.autocast`), on the GPU when genart_jax
+    runs on one and PyTorch can use it, else on the CPU; built and warmed up."""
     try:
         import importlib
 
@@ -253,11 +261,11 @@ def prepare_peers(name: str, batches: list[int] | None, warmup: int,
     module = importlib.import_module(f"benchmarks.peers.{peer[0]}")
     device = peer_device(jax.default_backend())
     prepared = []
-    for dt, b, compiled in itertools.product(dtypes, batches or [cfg.train.batch_size],
-                                             (False, True)):
-        meta = {**peer_info(compiled, dt, device), "config": name, "batch": b}
+    for dt, b, compile_model in itertools.product(dtypes, batches or [cfg.train.batch_size],
+                                                  compiled):
+        meta = {**peer_info(compile_model, dt, device), "config": name, "batch": b}
         try:
-            step = module.make_step(batch=b, compile_model=compiled, dtype=dt, device=device,
+            step = module.make_step(batch=b, compile_model=compile_model, dtype=dt, device=device,
                                     **peer[1])
             t0 = time.perf_counter()
             for _ in range(max(1, warmup)):
@@ -282,7 +290,11 @@ def markdown(report: dict) -> str:
     lines = [f"Machine: {m['backend']} x{m['device_count']} ({m['device_kind']}), "
              f"{m['processor'] or m['platform']}; jax {m['versions'].get('jax')}, "
              f"{m['date']}. Host malloc (the same for genart_jax and the PyTorch peers): "
-             f"{'freed memory kept' if m.get('host_memory_kept') else 'default'}.", ""]
+             f"{'freed memory kept' if m.get('host_memory_kept') else 'default'}."]
+    if m["backend"] == "cpu":
+        lines[0] += (" XLA:CPU convolutions: "
+                     f"{'Eigen' if m.get('eigen_convolutions') else 'YNNPACK (the default)'}.")
+    lines.append("")
     if m["simulated_cpu_devices"]:
         lines += ["Simulated CPU devices share the same cores: rows with more devices are not a "
                   "scaling measurement.", ""]

@@ -6,6 +6,7 @@ import pytest
 
 from benchmarks.interleave import Timed, time_interleaved
 from genart_jax import cli, host_memory
+from genart_jax.config import load_config
 
 
 def test_interleaving_rotates_the_order_and_times_every_item_each_round():
@@ -110,7 +111,58 @@ def test_conv_passes_times_every_implementation_and_names_the_pick(tmp_path):
         assert all(v > 0 for v in t["kernel_grad"].values() if not isinstance(v, str))
         # At batch 2 every pass is far below CPU_FORMS_MIN_FLOPS: XLA's own forms.
         assert t["down"]["picked"] == t["up"]["picked"] == t["kernel_grad"]["picked"] == "xla"
-    assert "| 8x8x128 <-> 4x4x256 | up |" in (tmp_path / "passes.md").read_text()
+    md = (tmp_path / "passes.md").read_text()
+    assert "| 8x8x128 <-> 4x4x256 | up |" in md
+    # This process started JAX before the switch could be set: YNNPACK, and the report says so.
+    assert report["eigen_convolutions"] is False and "XLA:CPU convolutions: YNNPACK." in md
+
+
+def test_pass_counts_count_every_pass_of_a_gan_step():
+    from benchmarks import conv_passes
+    from genart_jax.models import resample_conv
+
+    before = (resample_conv.down, resample_conv.up, resample_conv.kernel_grad)
+    counts = conv_passes.pass_counts(load_config("bench_dcgan32", {"train.batch_size": "4"}))
+    # D runs 3 forwards (real and fake in its update, fake again in G's), 2 kernel gradients
+    # and an input gradient in both updates except at the image in its own; G one of each.
+    expected = {}
+    for pair in [(32, 3, 64), (16, 64, 128), (8, 128, 256)]:
+        expected.update({("down", *pair): 4, ("up", *pair): 2 if pair[1] == 3 else 4,
+                         ("kernel_grad", *pair): 3})
+    assert dict(counts) == expected
+    assert (resample_conv.down, resample_conv.up, resample_conv.kernel_grad) == before
+
+
+def test_step_ceiling_swaps_the_picked_passes_for_pytorchs():
+    from benchmarks import conv_passes
+
+    rows = [{"big": [8, 8, 4], "small": [4, 4, 8],
+             "jax_ms": {"down": {"xla": 2.0, "picked": "xla"},
+                        "up": {"xla": 3.0, "four_phase": 1.0, "picked": "four_phase"},
+                        "kernel_grad": {"xla": 5.0, "picked": "xla"}},
+             "torch_ms": {"down": 1.0, "up": 1.0, "kernel_grad": 1.0}}]
+    counts = {("down", 8, 4, 8): 2, ("up", 8, 4, 8): 1, ("kernel_grad", 8, 4, 8): 3,
+              ("down", 16, 4, 8): 7}  # a pair without a row counts nothing
+    c = conv_passes.step_ceiling(rows, counts, jax_step_ms=30.0, torch_step_ms=25.0)
+    assert c["jax_passes_ms"] == 2 * 2.0 + 1.0 + 3 * 5.0
+    assert c["torch_passes_ms"] == 6.0 and c["jax_rest_ms"] == 10.0 and c["torch_rest_ms"] == 19.0
+    assert c["ceiling_step_ms"] == 16.0
+    assert c["ratio"] == pytest.approx(25 / 30) and c["ceiling_ratio"] == pytest.approx(25 / 16)
+    assert conv_passes.step_ceiling(rows, counts, 30.0, None)["ceiling_ratio"] is None
+
+
+@pytest.mark.slow
+def test_conv_passes_step_writes_the_counts_and_the_estimate(tmp_path):
+    from benchmarks import conv_passes
+
+    assert conv_passes.main(["--batch", "2", "--reps", "1", "--step", "--steps", "2",
+                             "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "passes.json").read_text())
+    step = report["step"]
+    assert sum(c["count"] for c in step["counts"]) == 31  # 4 + 4 + 3 per pair, 2 ups at the image
+    assert step["jax_step_ms"] > 0 and step["jax_passes_ms"] > 0
+    md = (tmp_path / "passes.md").read_text()
+    assert "Passes per train step: " in md and "Whole step (median, interleaved)" in md
 
 
 @pytest.mark.slow

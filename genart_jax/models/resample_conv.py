@@ -21,7 +21,10 @@ pass of both layers is one of three computations, and each has one implementatio
   4x4, else the transpose of a 2x2 convolution on the space-to-depth input; and the kernel
   gradient is four matmuls, one per 2x2 tap of the space-to-depth input, on small maps of at
   most 4x4, else one matmul of the space-to-depth input with the cotangent shifted once per
-  tap (`kernel_grad_shifted`). Smaller passes keep XLA's forms, which are faster there.
+  tap (`kernel_grad_shifted`). Those kernel-gradient forms beat YNNPACK's convolutions, which
+  jaxlib 0.10 uses by default; where XLA:CPU runs convolutions with Eigen instead
+  (`genart_jax.cpu_convolutions`, which the CLI sets), XLA's own kernel gradient is faster
+  than both and is used. Smaller passes keep XLA's forms, which are faster there.
 - On XLA:CPU in bfloat16, every pass of any size is matmuls accumulated in float32: `down` is
   one matmul (`down_matmul`; `down_im2col` for small maps of at most 4x4), `up` one matmul
   (`up_matmul`) and the kernel gradient the four taps. XLA:CPU runs such matmuls on the bfloat16
@@ -45,6 +48,8 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from genart_jax import cpu_convolutions
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -313,11 +318,12 @@ def up_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) 
 def kernel_grad_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) -> str:
     """The implementation `kernel_grad` uses: on CPU "taps" (four matmuls accumulated in
     float32) for bfloat16 passes of at least `CPU_MATMUL_FORMS_MIN_FLOPS`; for other passes of
-    at least `CPU_FORMS_MIN_FLOPS` "taps" with a small map of at most 4x4 and "shifted" above;
-    else "xla"."""
+    at least `CPU_FORMS_MIN_FLOPS`, unless XLA:CPU runs convolutions with Eigen
+    (`cpu_convolutions.eigen_convolutions()`), "taps" with a small map of at most 4x4 and
+    "shifted" above; else "xla" (XLA's own, with Eigen faster than either)."""
     if _matmul_forms_for(small_shape, big_channels, dtype):
         return "taps"
-    if not _cpu_forms_for(small_shape, big_channels):
+    if not _cpu_forms_for(small_shape, big_channels) or cpu_convolutions.eigen_convolutions():
         return "xla"
     return "taps" if small_shape[1] * small_shape[2] <= 16 else "shifted"
 

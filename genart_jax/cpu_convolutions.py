@@ -1,0 +1,76 @@
+"""Which library runs XLA:CPU's convolutions: Eigen's instead of YNNPACK's.
+
+jaxlib 0.10 hands every large enough convolution on CPU to YNNPACK (a `ynn_fusion` in the
+compiled HLO). On the DCGAN-32 layers of this project's 2-core x86-64 machine, Eigen's
+convolutions, which XLA:CPU runs when YNNPACK's convolution fusion is switched off, are
+faster: the strided convolution at the middle layers 11.4 against 13.4 ms, XLA's kernel
+gradient 15.3 against 22.7 ms, the transpose unchanged (`python -m benchmarks.conv_passes`,
+README "Benchmarks"). Whole float32 train steps run 1.1-1.3x faster (bench_dcgan32,
+dcgan_digits, bench_convvae32). Matmuls stay with YNNPACK.
+
+The switch is an XLA flag, `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`,
+which XLA reads from the XLA_FLAGS environment variable once, when JAX creates its backends.
+So `use_eigen_convolutions()` appends it to XLA_FLAGS, and only:
+
+- before JAX's backends exist (the CLI and the benchmark scripts call it first thing; from
+  Python, call it before JAX's first computation);
+- on jaxlib 0.10, where the flag exists and was measured: XLA aborts the process on a flag it
+  does not know, so on other versions it changes nothing;
+- unless XLA_FLAGS already sets YNNPACK's fusion types (the user's choice wins), or the
+  environment sets GENART_EIGEN_CONVOLUTIONS=0.
+
+`eigen_convolutions()` says whether XLA_FLAGS switches YNNPACK's convolutions off;
+`genart_jax.models.resample_conv` picks its CPU forms by it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+EIGEN_FLAG = f"{YNN_FLAG}=-individual_convolution"
+OPT_OUT = "GENART_EIGEN_CONVOLUTIONS"
+MEASURED_JAXLIB = (0, 10)  # major, minor: the versions with the flag, measured
+
+
+def _ynn_flag_value(xla_flags: str) -> str | None:
+    """The value of the last `--xla_cpu_experimental_ynn_fusion_type` in `xla_flags`, or None."""
+    values = re.findall(rf"(?:^|\s){re.escape(YNN_FLAG)}=(\S*)", xla_flags)
+    return values[-1] if values else None
+
+
+def eigen_convolutions(xla_flags: str | None = None) -> bool:
+    """Whether `xla_flags` (default: the XLA_FLAGS environment variable) removes YNNPACK's
+    convolution fusion, so that XLA:CPU runs convolutions with Eigen."""
+    value = _ynn_flag_value(os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags)
+    return value is not None and "-individual_convolution" in value.split(",")
+
+
+def _jaxlib_version() -> tuple[int, int] | None:
+    try:
+        import jaxlib.version
+    except ImportError:
+        return None
+    m = re.match(r"(\d+)\.(\d+)", jaxlib.version.__version__)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _backends_exist() -> bool:
+    try:
+        from jax._src import xla_bridge
+    except ImportError:
+        return False
+    check = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(check()) if check else False
+
+
+def use_eigen_convolutions() -> bool:
+    """Append `EIGEN_FLAG` to XLA_FLAGS where it is safe and not opted out of (see the module
+    docstring). Returns whether XLA_FLAGS now switches YNNPACK's convolutions off."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if (os.environ.get(OPT_OUT, "1").strip() == "0" or _ynn_flag_value(flags) is not None
+            or _jaxlib_version() != MEASURED_JAXLIB or _backends_exist()):
+        return eigen_convolutions(flags)
+    os.environ["XLA_FLAGS"] = f"{flags} {EIGEN_FLAG}".strip()
+    return True
