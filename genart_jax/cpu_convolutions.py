@@ -16,6 +16,9 @@ So `use_eigen_convolutions()` appends it to XLA_FLAGS, and only:
   Python, call it before JAX's first computation);
 - on jaxlib 0.10, where the flag exists and was measured: XLA aborts the process on a flag it
   does not know, so on other versions it changes nothing;
+- only where JAX will compute on the CPU: JAX_PLATFORMS is "cpu", or no accelerator plugin
+  (libtpu, a `jax_plugins` package or entry point) is installed. Accelerator runtimes may read
+  XLA flags of their own, and there the CPU's convolutions do not matter;
 - unless XLA_FLAGS already sets YNNPACK's fusion types (the user's choice wins), or the
   environment sets GENART_EIGEN_CONVOLUTIONS=0.
 
@@ -25,6 +28,8 @@ So `use_eigen_convolutions()` appends it to XLA_FLAGS, and only:
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 import re
 
@@ -65,12 +70,23 @@ def _backends_exist() -> bool:
     return bool(check()) if check else False
 
 
+def _cpu_only() -> bool:
+    """Whether JAX will compute on the CPU: JAX_PLATFORMS is "cpu", or no accelerator plugin is
+    installed (libtpu, or anything JAX discovers as a plugin)."""
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+    if platforms:
+        return platforms == "cpu"
+    if importlib.util.find_spec("libtpu") or importlib.util.find_spec("jax_plugins"):
+        return False
+    return not list(importlib.metadata.entry_points(group="jax_plugins"))
+
+
 def use_eigen_convolutions() -> bool:
     """Append `EIGEN_FLAG` to XLA_FLAGS where it is safe and not opted out of (see the module
     docstring). Returns whether XLA_FLAGS now switches YNNPACK's convolutions off."""
     flags = os.environ.get("XLA_FLAGS", "")
     if (os.environ.get(OPT_OUT, "1").strip() == "0" or _ynn_flag_value(flags) is not None
-            or _jaxlib_version() != MEASURED_JAXLIB or _backends_exist()):
+            or _jaxlib_version() != MEASURED_JAXLIB or not _cpu_only() or _backends_exist()):
         return eigen_convolutions(flags)
     os.environ["XLA_FLAGS"] = f"{flags} {EIGEN_FLAG}".strip()
     return True

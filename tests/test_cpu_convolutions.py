@@ -46,6 +46,18 @@ def test_the_switch_moves_convolutions_off_ynnpack_and_the_kernel_gradient_to_xl
     assert mine["applied"] is False and mine["ynn_conv"] is True
 
 
+def test_cpu_only_follows_jax_platforms_then_the_installed_plugins(monkeypatch):
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert cc._cpu_only()
+    monkeypatch.setenv("JAX_PLATFORMS", "tpu,cpu")
+    assert not cc._cpu_only()
+    monkeypatch.delenv("JAX_PLATFORMS")
+    real = cc.importlib.util.find_spec
+    monkeypatch.setattr(cc.importlib.util, "find_spec",
+                        lambda name: object() if name == "libtpu" else real(name))
+    assert not cc._cpu_only()
+
+
 def test_eigen_convolutions_reads_the_last_ynn_fusion_flag():
     assert cc.eigen_convolutions(cc.EIGEN_FLAG)
     assert cc.eigen_convolutions(f"--xla_force_host_platform_device_count=8 {cc.EIGEN_FLAG}")
@@ -68,6 +80,10 @@ def test_use_changes_nothing_once_backends_exist_or_on_another_jaxlib(monkeypatc
     assert cc.use_eigen_convolutions() is False
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"
     monkeypatch.setattr(cc, "_jaxlib_version", lambda: cc.MEASURED_JAXLIB)
+    monkeypatch.setattr(cc, "_cpu_only", lambda: False)  # e.g. a TPU or GPU plugin installed
+    assert cc.use_eigen_convolutions() is False
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"
+    monkeypatch.setattr(cc, "_cpu_only", lambda: True)
     assert cc.use_eigen_convolutions() is True
     assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=8 {cc.EIGEN_FLAG}"
     assert cc.use_eigen_convolutions() is True  # set once, not twice
