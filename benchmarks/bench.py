@@ -162,8 +162,7 @@ def machine_info() -> dict[str, Any]:
             "device_kind": d.device_kind, "device_count": jax.device_count(),
             "simulated_cpu_devices": jax.default_backend() == "cpu" and jax.device_count() > 1,
             "host_memory_kept": host_memory.is_kept(),
-            "eigen_convolutions": jax.default_backend() == "cpu"
-            and cpu_convolutions.eigen_convolutions(), "versions": versions,
+            "eigen_convolutions": cpu_convolutions.in_effect(), "versions": versions,
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 

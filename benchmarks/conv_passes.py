@@ -6,9 +6,9 @@ choices in `resample_conv` come from this table; rerun it on another machine to 
     python -m benchmarks.conv_passes --config bench_dcgan32 --step \
         --out benchmarks/results/cpu-2core-passes
 
-With `--step` it also counts how often one train step runs each pass (while tracing it), times
-the whole step against the PyTorch eager peer's, and estimates the step genart_jax would take
-with every pass at PyTorch's time: where the rest of the gap to PyTorch lies.
+With `--step` it also counts how often one train step runs each pass (in its lowered
+program), times the whole step against the PyTorch eager peer's, and estimates the step
+genart_jax would take with every pass at PyTorch's time: where the rest of the gap lies.
 """
 
 from __future__ import annotations
@@ -52,11 +52,9 @@ IMPLEMENTATIONS = {"down": rc.DOWN_FORMS, "up": rc.UP_FORMS, "kernel_grad": rc.K
 def _pair_of(name: str, a, b) -> tuple[int, int, int]:
     """(big map side, big channels, small channels) of one call of rc.down(b, w), rc.up(s, w)
     or rc.kernel_grad(b, s)."""
-    if name == "down":
-        return a.shape[1], a.shape[3], b.shape[3]
     if name == "up":
         return 2 * a.shape[1], b.shape[2], b.shape[3]
-    return a.shape[1], a.shape[3], b.shape[3]
+    return a.shape[1], a.shape[3], b.shape[3]  # down and kernel_grad: a is the big map
 
 
 def pass_counts(cfg) -> collections.Counter:
@@ -118,7 +116,7 @@ def time_steps(config: str, batch: int, dtype: str, steps: int) -> tuple[float, 
     t, _ = prepare_case(Case(config, 1, "shard_map", dtype, 1, batch), 2)
     timed = [t] + [p for p, _ in prepare_peers(config, [batch], 2, [dtype], compiled=(False,))]
     time_interleaved(timed, steps, rounds=2)
-    ms = [1e3 * x.summary()["step_s_median"] / x.steps_per_call for x in timed]
+    ms = [1e3 * x.summary()["step_s_median"] for x in timed]  # already per step
     return ms[0], (ms[1] if len(ms) > 1 else None)
 
 
@@ -235,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        eigen = jax.default_backend() == "cpu" and cpu_convolutions.eigen_convolutions()
+        eigen = cpu_convolutions.in_effect()
         report = {"config": args.config, "backend": jax.default_backend(), "dtype": args.dtype,
                   "batch": args.batch, "reps": args.reps, "eigen_convolutions": eigen,
                   "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows, "step": step}

@@ -52,6 +52,14 @@ def eigen_convolutions(xla_flags: str | None = None) -> bool:
     return value is not None and "-individual_convolution" in value.split(",")
 
 
+def in_effect() -> bool:
+    """Whether this process's convolutions run with Eigen: JAX computes on the CPU and XLA_FLAGS
+    switches YNNPACK's convolutions off (what the benchmark reports record)."""
+    import jax
+
+    return jax.default_backend() == "cpu" and eigen_convolutions()
+
+
 def _jaxlib_version() -> tuple[int, int] | None:
     try:
         import jaxlib.version

@@ -16,12 +16,12 @@ from genart_jax.config import load_config  # noqa: E402
 # Flax's BatchNorm mixes bfloat16 and float32 internally, so strict dtype promotion (as in
 # equinox's tests) cannot be switched on here; rank promotion can.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# As in the Flax examples' tests: XLA optimisations off (set above, before JAX starts, so the
+# processes that tests start inherit it); compiles are several times faster.
 # Start the backends now, so that XLA_FLAGS is read once, as set above: the CLI's switch to
 # Eigen convolutions (`genart_jax.cpu_convolutions`) changes nothing in this process whichever
 # test calls the CLI first; processes that tests start apply it as the CLI does.
 jax.devices()
-# As in the Flax examples' tests: XLA optimisations off (set above, before JAX starts, so the
-# processes that tests start inherit it); compiles are several times faster.
 
 
 @pytest.fixture(scope="session", autouse=True)
