@@ -3,15 +3,13 @@ copy of it, and a small JSON client for its API."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import jax
 
 from genart_jax.studio import Studio
+from genart_jax.studio.client import StudioClient
 from genart_jax.studio.server import StudioServer
 from genart_jax.train import train_and_evaluate
 from tests.conftest import tiny_config
@@ -43,23 +41,6 @@ def start(workdir: Path, **kw) -> StudioServer:
     return server
 
 
-class Client:
-    """JSON calls to a studio; `call` returns (status, decoded body)."""
-
-    def __init__(self, server: StudioServer, token: str | None = None):
-        host, port = server.server_address[:2]
-        self.base, self.token = f"http://{host}:{port}", server.token if token is None else token
-
-    def call(self, path: str, body=None, raw: bytes | None = None, headers=None):
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        req = urllib.request.Request(self.base + path, data=data, headers={
-            "X-Studio-Token": self.token, "Content-Type": "application/json",
-            **(headers or {})})
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                payload = r.read()
-                status = r.status
-                ctype = r.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as e:
-            payload, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
-        return status, (json.loads(payload) if "json" in ctype else payload)
+def Client(server: StudioServer, token: str | None = None) -> StudioClient:  # noqa: N802
+    """The package's JSON client of an in-process server (a wrong `token` to test refusals)."""
+    return StudioClient.of(server, token)

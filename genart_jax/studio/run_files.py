@@ -48,7 +48,8 @@ def overview(workdir: Path) -> dict[str, Any]:
     ckpt = workdir / "checkpoints"
     steps = sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) \
         if ckpt.is_dir() else []
-    samples = sorted(str(p.relative_to(workdir)) for p in (workdir / "samples").glob("*.png"))
+    samples = [str(p.relative_to(workdir)) for p in sorted(  # by step, final.png last
+        (workdir / "samples").glob("*.png"), key=lambda p: (p.name == "final.png", p.name))]
     results = {}
     for pattern in RESULT_FILES:
         for p in sorted(workdir.glob(pattern)):
