@@ -3,29 +3,43 @@ copy of it, and a small JSON client for its API."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import jax
 
+from genart_jax import checkpoint
+from genart_jax.config import to_json
+from genart_jax.models import build_gan
 from genart_jax.studio import Studio
 from genart_jax.studio.client import StudioClient
 from genart_jax.studio.server import StudioServer
-from genart_jax.train import train_and_evaluate
+from genart_jax.train.optim import make_optimizer
+from genart_jax.train.state import init_gan_state
 from tests.conftest import tiny_config
 
 _TRAINED: dict[str, Path] = {}
 
 
 def trained_gan(tmp_path_factory) -> Path:
-    """A 4-step tiny DCGAN workdir, trained once per test session (never written by tests:
-    copy it with `workdir_copy`)."""
+    """A tiny DCGAN workdir, made once per test session (tests copy it with `workdir_copy`):
+    its initial weights saved as checkpoint 4 with config.json and a metrics.jsonl, as a run
+    writes them. The studio needs no trained weights, and this skips compiling a train step."""
     if "gan" not in _TRAINED:
         workdir = tmp_path_factory.mktemp("studio_gan")
-        cfg = tiny_config("dcgan", **{"train.steps": "4", "train.sample_every": "0",
-                                      "checkpoint.async_save": "False",
-                                      "train.log_every": "2"})
-        train_and_evaluate(cfg, workdir, progress=False, devices=jax.devices()[:1])
+        cfg = tiny_config("dcgan")
+        generator, discriminator = build_gan(cfg.model, cfg.data, axis_name=None)
+        state = init_gan_state(
+            jax.random.PRNGKey(0), generator, discriminator, make_optimizer(cfg.g_optimizer),
+            make_optimizer(cfg.d_optimizer), latent_dim=cfg.model.latent_dim,
+            image_shape=(cfg.data.image_size, cfg.data.image_size, cfg.data.channels))
+        (workdir / "config.json").write_text(to_json(cfg))
+        checkpoint.save(workdir, 4, jax.device_get(state),
+                        {"config": json.loads(to_json(cfg))})
+        (workdir / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": s, "g_loss": 1.0 / s, "images_per_sec": 50.0 * s}) + "\n"
+            for s in (2, 4)))
         _TRAINED["gan"] = workdir
     return _TRAINED["gan"]
 

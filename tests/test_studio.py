@@ -80,6 +80,7 @@ def studio(tmp_path_factory):
     server.server_close()
 
 
+@pytest.mark.slow
 def test_token_is_required_on_every_route(studio):
     server, client, _ = studio
     for token in ("", "wrong"):
@@ -92,6 +93,7 @@ def test_token_is_required_on_every_route(studio):
     assert b"http" not in page.replace(b"http-equiv", b"")  # no remote asset
 
 
+@pytest.mark.slow
 def test_only_files_under_the_workdir_are_served(studio, tmp_path):
     server, client, work = studio
     assert client.call("/files/config.json")[0] == 200
@@ -106,6 +108,7 @@ def test_only_files_under_the_workdir_are_served(studio, tmp_path):
     (work / "link.txt").unlink()
 
 
+@pytest.mark.slow
 def test_rounds_bad_input_two_tabs_and_the_cli_continuing(studio, tmp_path):
     server, client, work = studio
     status, r1 = client.call("/api/round", {})
@@ -158,6 +161,7 @@ def test_rounds_bad_input_two_tabs_and_the_cli_continuing(studio, tmp_path):
     assert client.call("/api/history", {"round": 9})[0] == 400
 
 
+@pytest.mark.slow
 def test_truncation_walk_and_seed_render_what_they_say(studio):
     server, client, work = studio
     r = client.call("/api/round", {})[1]
@@ -183,6 +187,7 @@ def test_truncation_walk_and_seed_render_what_they_say(studio):
     assert client.call("/api/round", {"controls": {"themes": [1]}})[0] == 400
 
 
+@pytest.mark.slow
 def test_finetune_runs_in_the_background_and_keeps_the_original(studio):
     server, client, work = studio
     ckpt = _digest(work / "checkpoints")
@@ -201,6 +206,7 @@ def test_finetune_runs_in_the_background_and_keeps_the_original(studio):
     assert client.call("/api/finetune", {"steps": 3})[0] == 409  # its folder exists now
 
 
+@pytest.mark.slow
 def test_run_page_api_and_cli_errors(studio, tmp_path, capsys):
     server, client, work = studio
     run = client.call("/api/run")[1]
