@@ -22,26 +22,35 @@ from tests.conftest import tiny_config
 _TRAINED: dict[str, Path] = {}
 
 
-def trained_gan(tmp_path_factory) -> Path:
-    """A tiny DCGAN workdir, made once per test session (tests copy it with `workdir_copy`):
-    its initial weights saved as checkpoint 4 with config.json and a metrics.jsonl, as a run
-    writes them. The studio needs no trained weights, and this skips compiling a train step."""
-    if "gan" not in _TRAINED:
-        workdir = tmp_path_factory.mktemp("studio_gan")
-        cfg = tiny_config("dcgan")
+def trained_gan(tmp_path_factory, num_classes: int = 0) -> Path:
+    """A tiny DCGAN workdir (conditional with `num_classes`), made once per test session (tests
+    copy it with `workdir_copy`): its initial weights saved as checkpoint 4 with config.json and
+    a metrics.jsonl, as a run writes them. The studio needs no trained weights, and this skips
+    compiling a train step."""
+    name = f"gan{num_classes}"
+    if name not in _TRAINED:
+        workdir = tmp_path_factory.mktemp(f"studio_{name}")
+        cfg = tiny_config("dcgan", **{"model.num_classes": str(num_classes)})
         generator, discriminator = build_gan(cfg.model, cfg.data, axis_name=None)
         state = init_gan_state(
             jax.random.PRNGKey(0), generator, discriminator, make_optimizer(cfg.g_optimizer),
             make_optimizer(cfg.d_optimizer), latent_dim=cfg.model.latent_dim,
-            image_shape=(cfg.data.image_size, cfg.data.image_size, cfg.data.channels))
+            image_shape=(cfg.data.image_size, cfg.data.image_size, cfg.data.channels),
+            num_classes=num_classes)
+        if num_classes:  # the label path starts at zero: perturb so that labels matter
+            leaves, tree = jax.tree.flatten(state.g_params)
+            keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+            noisy = jax.tree.unflatten(tree, [x + 0.2 * jax.random.normal(k, x.shape, x.dtype)
+                                              for x, k in zip(leaves, keys, strict=True)])
+            state = state.replace(g_params=noisy, ema_g_params=noisy)
         (workdir / "config.json").write_text(to_json(cfg))
         checkpoint.save(workdir, 4, jax.device_get(state),
                         {"config": json.loads(to_json(cfg))})
         (workdir / "metrics.jsonl").write_text("".join(
             json.dumps({"step": s, "g_loss": 1.0 / s, "images_per_sec": 50.0 * s}) + "\n"
             for s in (2, 4)))
-        _TRAINED["gan"] = workdir
-    return _TRAINED["gan"]
+        _TRAINED[name] = workdir
+    return _TRAINED[name]
 
 
 def workdir_copy(src: Path, dst: Path) -> Path:

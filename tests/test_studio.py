@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from genart_jax import feedback as fb
+from genart_jax import sampling
 from genart_jax.cli import main
 from genart_jax.studio import controls as ctl
 from genart_jax.studio import render, run_files
@@ -215,3 +216,25 @@ def test_run_page_api_and_cli_errors(studio, tmp_path, capsys):
     assert main(["studio", "--workdir", str(tmp_path / "none")]) == 2
     assert "config.json" in capsys.readouterr().err
     assert main(["studio", "--workdir", str(work), "--port", "70000"]) == 2
+
+
+@pytest.mark.slow
+def test_themes_of_a_conditional_model_are_its_labels(tmp_path_factory):
+    work = workdir_copy(trained_gan(tmp_path_factory, num_classes=10),
+                        tmp_path_factory.mktemp("cond") / "run")
+    server = start(work, num=8)
+    try:
+        client = Client(server)
+        assert client.call("/api/state")[1]["num_classes"] == 10
+        gen = server.studio.gen
+        shown = client.call("/api/round", {})[1]["images"]
+        z = fb.FeedbackSession(work, generator=gen).pending()
+        mixed = client.call("/api/round", {"controls": {"themes": [2, 7]}})[1]["images"]
+        want = sampling.generate_from_latents(gen.cfg, gen.params, gen.stats, z,
+                                              np.asarray([2, 7] * 4, np.int32))
+        np.testing.assert_allclose(_pixels(mixed), _pixels(render.data_urls(want)), atol=1)
+        assert np.abs(_pixels(mixed) - _pixels(shown)).max() > 0  # default: classes 0..7
+        assert client.call("/api/round", {"controls": {"themes": [10]}})[0] == 400
+    finally:
+        server.shutdown()
+        server.server_close()
