@@ -8,7 +8,8 @@ beside the same user on `FeedbackSession` directly (the CLI's path), in one run.
         --sessions runs/studio_sim [--screenshot docs/img/studio.png]
 
 Writes OUT/studio_sim.json. --screenshot also drives the page in headless Chromium (the
-[dev] extra's selenium and Debian's chromium) on a session of the first theme and saves it.
+[dev] extra's selenium and Debian's chromium): --timing-rounds clicks on "Next round" timed by
+the page, then a session of the first theme, saved as the screenshot (and NAME_run.png).
 """
 
 from __future__ import annotations
@@ -97,6 +98,33 @@ def timing(client: StudioClient, rounds: int) -> dict:
             "next_round_median_s": float(np.median(times)),
             "next_round_max_s": float(np.max(times)),
             "truncation_slider_median_s": float(np.median(slider))}
+
+
+def page_timing(url: str, rounds: int) -> list[float]:
+    """Seconds from a click on "Next round" to the new grid in headless Chromium, as the page
+    measures it (rate + draw + render + the browser decoding and laying out the PNGs)."""
+    import tempfile
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.test_studio_browser import chromium, open_studio
+    times = []
+    with tempfile.TemporaryDirectory() as user_dir:
+        d = chromium(user_dir)
+        try:
+            open_studio(d, url)
+            for i in range(rounds + 1):  # one more than asked: the first is reported apart
+                d.find_elements(By.CSS_SELECTOR, "#gallery .tile")[i % 16].click()
+                d.find_element(By.ID, "next-round").click()
+                WebDriverWait(d, 60).until(lambda d, r=i + 2: f"Round {r}" in d.find_element(
+                    By.ID, "round-title").text and d.find_element(By.ID, "timing").text)
+                ms = d.find_element(By.ID, "timing").get_attribute("data-ms")
+                times.append(float(ms) / 1e3)
+                d.execute_script("document.getElementById('timing').textContent = ''")
+        finally:
+            d.quit()
+    return times
 
 
 def screenshot(url: str, path: Path) -> None:
@@ -198,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     print("mean curve: page " + " -> ".join(f"{s:.1%}" for s in results["http_mean_curve"])
           + "; direct " + " -> ".join(f"{s:.1%}" for s in results["direct_mean_curve"]))
     if args.screenshot:
+        server, _ = serve(args.workdir, sessions / "page_timing", gen, args.timing_num, 0,
+                          args.directions)
+        page = page_timing(server.url, args.timing_rounds)
+        close(server)
+        results["page_next_round_s"] = page
+        results["page_next_round_median_s"] = float(np.median(page[1:]))
+        print(f"in Chromium: next round median {np.median(page[1:]) * 1e3:.0f} ms, max "
+              f"{np.max(page[1:]) * 1e3:.0f} ms (first {page[0] * 1e3:.0f} ms)", flush=True)
         server, client = serve(args.workdir, sessions / "screenshot", gen, 16, 0,
                                args.directions)
         http_curve(client, fb.SimulatedUser(judge, themes[0]), 2)  # a history to show
