@@ -50,7 +50,9 @@ def open_studio(driver, url: str):
 
 
 def sources(driver) -> list[str]:
-    return [i.get_attribute("src") for i in driver.find_elements(By.CSS_SELECTOR, "#gallery img")]
+    """The gallery's image sources, read in one script (the page may be replacing them)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#gallery img')].map((i) => i.src)")
 
 
 @pytest.fixture
