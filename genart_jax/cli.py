@@ -224,6 +224,20 @@ def _parser() -> argparse.ArgumentParser:
                         "these strengths (default 1,2,3)")
     d.add_argument("--report-num", type=int, default=256)
     d.add_argument("--out", required=True, help="output folder")
+
+    st = sub.add_parser("studio", help="a local web page to steer a GAN (rate, themes, "
+                        "truncation, directions, walks, fine-tune) and look at the run",
+                        description="Serves the feedback session of WORKDIR (the same "
+                        "WORKDIR/feedback/ files as `genart feedback`) and the run's files on "
+                        "http://HOST:PORT/?token=...; the token is printed at start.")
+    st.add_argument("--workdir", required=True, help="trained GAN workdir")
+    st.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    st.add_argument("--host", default="127.0.0.1", help="address to listen on (other than "
+                    "127.0.0.1: anyone who can reach it with the token can use it)")
+    st.add_argument("--num", type=int, default=16, help="samples in a new session's rounds")
+    st.add_argument("--directions", default=None, help="folder of `genart directions` "
+                    "(default: WORKDIR/directions)")
+    st.add_argument("--seed", type=int, default=None, help="new sessions only (default 0)")
     return p
 
 
@@ -549,6 +563,29 @@ def _directions(args) -> int:
     return 0
 
 
+def _studio(args) -> int:
+    from genart_jax.studio import Studio
+    from genart_jax.studio.server import serve
+
+    if not 0 <= args.port <= 65535 or not 1 <= args.num <= 256:
+        raise _UsageError(f"--port must be in 0..65535 and --num in 1..256, got {args.port} "
+                          f"and {args.num}")
+    studio = Studio(args.workdir, directions=args.directions, num=args.num,
+                    session_options={"seed": args.seed})
+    try:
+        server = serve(studio, args.host, args.port)
+    except OSError as e:
+        raise _UsageError(f"cannot listen on {args.host}:{args.port}: {e}") from e
+    print(f"genart studio for {args.workdir}: open {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("genart studio: stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
 class _UsageError(ValueError):
     """A flag combination that cannot work for this workdir."""
 
@@ -641,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         commands = {"sample": _sample, "export": _export, "eval": _eval, "prepare": _prepare,
                     "bench": _bench, "train-classifier": _train_classifier,
-                    "feedback": _feedback, "directions": _directions}
+                    "feedback": _feedback, "directions": _directions, "studio": _studio}
         return commands[args.command](args)
     except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
             ClassifierError, FeedbackError, DirectionError, _UsageError) as e:

@@ -38,7 +38,7 @@ import dataclasses
 import functools
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -368,9 +368,11 @@ class FeedbackSession:
         np.save(path, self.direction())
         return path
 
-    def finetune(self, steps: int, *, batch: int = 64, lr: float = 1e-4) -> Path:
+    def finetune(self, steps: int, *, batch: int = 64, lr: float = 1e-4,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
         """Distil the refit distribution into a copy of the generator (see `distill`) and save
-        it as a new workdir feedback/finetuned-roundK; the original checkpoint is untouched."""
+        it as a new workdir feedback/finetuned-roundK; the original checkpoint is untouched.
+        `progress(done, steps)` is called after each step (the studio's progress bar)."""
         if not self.history or not len(self.liked_latents()[0]):
             raise FeedbackError("nothing liked yet: rate at least one round with likes first")
         if steps <= 0:
@@ -383,7 +385,7 @@ class FeedbackSession:
             raise FeedbackError(f"{out} exists already; rate another round or move it away")
         params, stats, losses = distill(gen.cfg, gen.params, gen.stats, self.distribution,
                                         steps=steps, batch=batch, lr=lr,
-                                        seed=self.settings["seed"])
+                                        seed=self.settings["seed"], progress=progress)
         return save_finetuned(out, gen, params, stats, {
             "session": str(self.dir), "rounds": len(self.history), "steps": steps,
             "batch": batch, "lr": lr, "loss_first": losses[0], "loss_last": losses[-1],
@@ -449,7 +451,8 @@ def simulate(session: FeedbackSession, user: SimulatedUser, rounds: int,
 # --- Fine-tuning toward the feedback -------------------------------------------------------
 
 def distill(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree, dist: Gaussian, *,
-            steps: int, batch: int = 64, lr: float = 1e-4, seed: int = 0
+            steps: int, batch: int = 64, lr: float = 1e-4, seed: int = 0,
+            progress: Callable[[int, int], None] | None = None
             ) -> tuple[PyTree, PyTree, list[float]]:
     """Fine-tune G so that G'(z), z ~ N(0, I), matches G(mean + std * z): the refit
     distribution T(z) is distilled into the weights. Mean squared pixel error, Adam.
@@ -487,6 +490,8 @@ def distill(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree, dist:
     for i in range(steps):
         p, s, opt, loss = step(p, s, opt, jax.random.fold_in(key, i))
         losses.append(float(loss))
+        if progress is not None:
+            progress(i + 1, steps)
     return jax.tree.map(np.asarray, p), jax.tree.map(np.asarray, s), losses
 
 
