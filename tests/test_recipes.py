@@ -48,3 +48,10 @@ def test_derived_recipe_follows_its_base():
     assert derived.model.num_classes == 10
     assert flatten({**derived.to_dict(), "model": {**derived.model.to_dict(), "num_classes": 0},
                     "sample": base.sample.to_dict()}) == flatten(base.to_dict())
+
+
+if __name__ == "__main__":  # python -m tests.test_recipes NAME...: entries for the snapshot file
+    import sys
+
+    print(json.dumps({n: _differences_from_base(n) for n in sys.argv[1:]}, indent=1,
+                     sort_keys=True))
