@@ -262,9 +262,9 @@ def resolve_config_path(name_or_path: str | None) -> Path:
 
 
 def recipe(name_or_path: str | None = None) -> ml_collections.ConfigDict:
-    """A recipe's `get_config()`, unvalidated and unlocked: what one recipe builds on another with
-    (`c = recipe("dcgan_digits"); c.model.num_classes = 10`), since a recipe file is loaded by path
-    and cannot import its siblings."""
+    """A recipe's `get_config()` (a name in `configs/` or a path), unvalidated and unlocked: what
+    one recipe builds on another with (`c = recipe("dcgan_digits"); c.model.num_classes = 10`),
+    since a recipe file is loaded by path and cannot import its siblings."""
     path = resolve_config_path(name_or_path)
     spec = importlib.util.spec_from_file_location(f"genart_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
