@@ -1,8 +1,9 @@
 """Configs: one schema with defaults, python recipe files, and validated `KEY=VALUE` overrides.
 
-A recipe file in `configs/` defines `get_config()` that starts from `base_config()` and sets
-values. Every config that reaches training is checked against the schema: an unknown key or a
-value of the wrong type is a `ConfigError` that names the key and the closest valid one.
+A recipe file in `configs/` defines `get_config()` that starts from `base_config()`, or from
+another recipe through `recipe(NAME)`, and sets values. Every config that reaches training is
+checked against the schema: an unknown key or a value of the wrong type is a `ConfigError` that
+names the key and the closest valid one.
 """
 
 from __future__ import annotations
@@ -260,16 +261,23 @@ def resolve_config_path(name_or_path: str | None) -> Path:
     )
 
 
-def load_config(name_or_path: str | None = None,
-                overrides: Mapping[str, str] | None = None) -> ml_collections.ConfigDict:
-    """Load a recipe file, apply string overrides, validate and lock."""
+def recipe(name_or_path: str | None = None) -> ml_collections.ConfigDict:
+    """A recipe's `get_config()` (a name in `configs/` or a path), unvalidated and unlocked: what
+    one recipe builds on another with (`c = recipe("dcgan_digits"); c.model.num_classes = 10`),
+    since a recipe file is loaded by path and cannot import its siblings."""
     path = resolve_config_path(name_or_path)
     spec = importlib.util.spec_from_file_location(f"genart_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path} defines no get_config()")
-    cfg = validate(module.get_config())
+    return module.get_config()
+
+
+def load_config(name_or_path: str | None = None,
+                overrides: Mapping[str, str] | None = None) -> ml_collections.ConfigDict:
+    """Load a recipe file, apply string overrides, validate and lock."""
+    cfg = validate(recipe(name_or_path))
     return apply_overrides(cfg, overrides or {})
 
 
