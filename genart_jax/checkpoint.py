@@ -181,8 +181,9 @@ def _restore_step(mngr: ocp.CheckpointManager, step: int, step_dir: Path, target
     if diff:
         shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
         raise CheckpointError(
-            f"checkpoint {step} in {step_dir.parent} holds another model's state (written by "
-            f"another model or config?). Differing leaves: {shown}")
+            f"checkpoint {step} in {step_dir.parent} does not match this model: it holds "
+            f"another model's state (written by another model or config?). Differing leaves: "
+            f"{shown}")
     abstract = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), target)
     try:
         restored = mngr.restore(step, args=ocp.args.Composite(

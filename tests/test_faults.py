@@ -401,3 +401,68 @@ def test_sigterm_twice_exits_at_once_and_keeps_the_checkpoints(trained, tmp_path
     assert checkpoint.intact_steps(workdir) == [2, 4]
     with WorkdirLock(workdir):  # the lock died with the process
         pass
+
+
+def test_a_feedback_session_with_a_torn_history_line_resumes_with_its_rounds(tmp_path,
+                                                                            capsys):
+    from tests.test_feedback import toy_session
+
+    s = toy_session(tmp_path, screen=1)
+    for like in ([0], [1]):
+        s.draw(8)
+        s.rate(like=like, dislike=[])
+    path = tmp_path / "feedback" / "feedback.jsonl"
+    whole = path.read_text()
+    with open(path, "a") as f:
+        f.write('{"round": 3, "see')  # a kill during the third rating's append
+    again = toy_session(tmp_path)
+    assert again.round == 3 and [r["liked"] for r in again.history] == [[0], [1]]
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and "torn last line 3" in err
+    again.draw(8)
+    again.rate(like=[2], dislike=[])
+    assert path.read_text().startswith(whole)  # the rounds rated before are kept as they were
+    assert [r["round"] for r in history.read_records(path)] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_no_resume_with_two_processes_moves_the_old_run_aside_before_either_opens_it(
+        trained, tmp_path):
+    from tests.test_multihost import free_port
+
+    workdir = copy_of(trained, tmp_path)
+    port = free_port()
+    env = dict(os.environ, JAX_PLATFORMS="cpu", GENART_COORDINATOR=f"127.0.0.1:{port}",
+               GENART_NUM_PROCESSES="2", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    procs = [subprocess.Popen([sys.executable, "-m", "genart_jax.cli", "train", "--no-progress",
+                               "--no-resume", "--workdir", str(workdir), "--steps", "2", *TINY],
+                              env={**env, "GENART_PROCESS_ID": str(i)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert "from step 0 to 2" in out or p is procs[1]  # process 1 prints no summary
+    assert "--no-resume: moved the previous run to" in outs[0][0]
+    aside = [p for p in workdir.iterdir() if p.name.startswith("replaced-")]
+    assert len(aside) == 1 and checkpoint.intact_steps(aside[0]) == [2, 4]  # kept whole
+    assert checkpoint.intact_steps(workdir) == [2]  # the new run, from step 0
+    assert [r["step"] for r in history.read_records(workdir / "metrics.jsonl")] == [1, 2]
+
+
+@pytest.mark.slow
+def test_feedback_finetune_on_a_conditional_gan_is_one_line_before_anything_is_written(
+        tmp_path, capsys):
+    workdir = tmp_path / "cond"
+    assert train(workdir, 2, "--config.model.num_classes=10") == 0
+    capsys.readouterr()
+    code = main(["feedback", "--workdir", str(workdir), "--finetune", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(error_lines(err)) == 1
+    assert "conditional (model.num_classes=10)" in err
+    assert not (workdir / "feedback").exists()
+    assert checkpoint.intact_steps(workdir) == [2]
