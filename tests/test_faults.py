@@ -298,9 +298,41 @@ def test_a_read_only_workdir_is_one_line_and_exit_74(trained, tmp_path, tmpfs, c
     assert code == EXIT_STORAGE
     assert len(error_lines(err)) == 1 and "read-only" in err and str(workdir) in err
     assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
-    # ... and reading still works there.
+    # ... reading still works there, and writing a grid into it is the same one line.
     assert main(["sample", "--workdir", str(workdir), "--out", str(tmp_path / "s.png"),
                  "--num", "4"]) == 0
+    capsys.readouterr()
+    assert main(["sample", "--workdir", str(workdir), "--out", str(workdir / "s.png"),
+                 "--num", "4"]) == EXIT_STORAGE
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and "the filesystem is read-only" in err
+
+
+def test_storage_faults_are_found_anywhere_in_an_exceptions_chain():
+    import errno
+
+    from genart_jax.storage_errors import storage_error
+
+    def chained(inner):
+        try:
+            try:
+                raise inner
+            except Exception as e:
+                raise RuntimeError("while saving") from e
+        except RuntimeError as e:
+            return e
+
+    denied = storage_error(chained(PermissionError(errno.EACCES, "Permission denied", "/x/y")),
+                           writing="checkpoint 6", intact="checkpoints 2, 4")
+    assert str(denied) == ("writing checkpoint 6 (/x/y) failed: permission denied. Intact: "
+                           "checkpoints 2, 4. To go on: make the folder writable for this "
+                           "user, or use another one.")
+    tensorstore = ValueError('RESOURCE_EXHAUSTED: Error writing local file "/d/f": Failed '
+                             "to write: No space left on device [os_error_code='28']")
+    full = storage_error(ExceptionGroup("saves", [KeyError("k"), tensorstore]))
+    assert full.errno == errno.ENOSPC and "(/d/f) failed: the disk is full" in str(full)
+    assert storage_error(chained(ValueError("shapes differ"))) is None
+    assert storage_error(OSError(errno.ENOENT, "No such file")) is None
 
 
 # --- data and files a user gives ------------------------------------------------------------
