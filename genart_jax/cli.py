@@ -703,21 +703,21 @@ def main(argv: list[str] | None = None) -> int:
             _UsageError) as e:
         print(f"genart: error: {e}", file=sys.stderr)
         return 2
-    except StorageError as e:  # disk full, permission denied, read-only: see storage_errors
-        print(f"genart: error: {e}", file=sys.stderr)
-        return EXIT_STORAGE
-    except Exception as e:
-        found = storage_error(e)
-        if found is None:
-            raise
-        print(f"genart: error: {found}", file=sys.stderr)
-        return EXIT_STORAGE
     except TrainingDiverged as e:
         print(f"genart: training stopped: {e}", file=sys.stderr)
         return 3
     except Preempted as e:  # 128 + signal, as a shell reports a process ended by the signal
         print(f"genart: {e}", file=sys.stderr)
         return 128 + e.signum
+    except StorageError as e:  # disk full, permission denied, read-only: see storage_errors
+        print(f"genart: error: {e}", file=sys.stderr)
+        return EXIT_STORAGE
+    except Exception as e:  # last: anything else that is not a storage fault goes on up
+        found = storage_error(e)
+        if found is None:
+            raise
+        print(f"genart: error: {found}", file=sys.stderr)
+        return EXIT_STORAGE
 
 
 if __name__ == "__main__":
