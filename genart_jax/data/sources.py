@@ -50,8 +50,8 @@ def _embedded_builder(name: str, data_dir: Path):
     with _file_lock(data_dir / f".{name}.lock"), _quiet_tfds():
         builder = builders[name](data_dir=str(data_dir), file_format="array_record")
         if not builder.is_prepared():
-            print(f"Preparing the embedded dataset '{name}' from files bundled with the package "
-                  f"into {data_dir} (once; nothing is downloaded) ...", flush=True)
+            print(f"Preparing the embedded dataset '{name}' into {data_dir} (once, from files "
+                  f"already on this machine; nothing is downloaded) ...", flush=True)
             builder.download_and_prepare(file_format="array_record")
     return builder
 
