@@ -498,3 +498,13 @@ def test_feedback_finetune_on_a_conditional_gan_is_one_line_before_anything_is_w
     assert "conditional (model.num_classes=10)" in err
     assert not (workdir / "feedback").exists()
     assert checkpoint.intact_steps(workdir) == [2]
+
+
+def test_first_use_of_the_embedded_digits_says_one_line(tmp_path, capfd):
+    from genart_jax.data.sources import open_source
+
+    assert len(open_source("digits", "train", str(tmp_path))) == 1497
+    out, err = capfd.readouterr()
+    assert error_lines(out) == [f"Preparing the embedded dataset 'digits' into {tmp_path} (once, "
+                                f"from files already on this machine; nothing is downloaded) ..."]
+    assert err.strip() == ""  # no TFDS progress bars, no absl warning, no "Unknown size"
