@@ -6,7 +6,6 @@ clear line (exit 2 for bad input, 74 for a storage fault)."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -396,7 +395,6 @@ def test_an_unreadable_image_in_a_folder_being_prepared(tmp_path, capsys):
 @pytest.mark.parametrize("args, says", [
     (["--config", "dcgan_digits", "--config.data.image_size=33"],
      "config key 'data.image_size': DCGAN needs a square image size of 4 * 2^k"),
-    ([*TINY, "--config.train.batch_size=2048"], "set train.batch_size to at most 1497"),
 ])
 def test_bad_training_input_is_one_line_and_exit_2(tmp_path, capsys, args, says):
     code = main(["train", "--no-progress", "--workdir", str(tmp_path / "w"), "--steps", "2",
@@ -405,35 +403,19 @@ def test_bad_training_input_is_one_line_and_exit_2(tmp_path, capsys, args, says)
     assert code == 2 and len(error_lines(err)) == 1 and says in err
 
 
+def test_a_batch_larger_than_the_dataset_is_a_data_error():
+    from genart_jax.data import make_input
+
+    cfg = load_config("gan_mlp_digits")
+    with pytest.raises(DataError, match="larger than the dataset \\(1497 examples\\); set "
+                                        "train.batch_size to at most 1497"):
+        make_input(cfg.data, global_batch=2048, seed=0)  # DataError: exit 2 in the CLI
+
+
 def test_eval_num_zero_is_an_error_not_all_images(trained, capsys):
     code = main(["eval", "--workdir", str(trained), "--num", "0", "--metrics", "fid"])
     err = capsys.readouterr().err
     assert code == 2 and "--num must be positive, got 0" in err and len(error_lines(err)) == 1
-
-
-# --- signals (the other rows of the fault table are in test_preemption.py) -------------------
-
-def test_sigterm_twice_exits_at_once_and_keeps_the_checkpoints(trained, tmp_path):
-    """The second signal's exit path, in a process that holds the workdir lock."""
-    workdir = copy_of(trained, tmp_path)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    code = ("import sys, time; from genart_jax.train.preemption import PreemptionGuard; "
-            "from genart_jax.workdir_lock import WorkdirLock\n"
-            "with WorkdirLock(sys.argv[1]), PreemptionGuard() as g:\n"
-            "    print('ready', flush=True)\n"
-            "    while True: time.sleep(0.05)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(workdir)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert "again: exiting now" in err
-    assert checkpoint.intact_steps(workdir) == [2, 4]
-    with WorkdirLock(workdir):  # the lock died with the process
-        pass
 
 
 def test_a_feedback_session_with_a_torn_history_line_resumes_with_its_rounds(tmp_path,
