@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
+EXIT_STORAGE = 74  # sysexits EX_IOERR: disk full, permission denied or read-only filesystem
 USAGE_OVERRIDES = "--config.KEY=VALUE (e.g. --config.train.batch_size=128), repeatable"
 
 
@@ -243,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _restore(args):
     """(config, host state, step) of `--workdir`'s checkpoint `--step` (default: the latest)."""
-    from genart_jax.checkpoint import restore_workdir
+    from genart_jax.train.workdir import restore_workdir
 
     cfg, state, _, step = restore_workdir(args.workdir, args.step)
     return cfg, state, step
@@ -259,7 +261,18 @@ def _train(args, overrides: dict[str, str]) -> int:
         overrides = {**overrides, "train.steps": str(args.steps)}
     cfg = load_config(args.config, overrides)
     workdir = args.workdir or str(Path("runs") / resolve_config_path(args.config).stem)
-    train_and_evaluate(cfg, workdir, progress=not args.no_progress, resume=not args.no_resume)
+    try:
+        train_and_evaluate(cfg, workdir, progress=not args.no_progress,
+                           resume=not args.no_resume)
+    except Exception as e:  # a full disk, no permission, read-only: say what is kept
+        from genart_jax.checkpoint import describe_intact
+        from genart_jax.storage_errors import storage_error
+
+        found = storage_error(e, writing=f"the training run into {workdir}",
+                              intact=describe_intact(workdir))
+        if found is None:
+            raise
+        raise found from e
     return 0
 
 
@@ -349,12 +362,14 @@ def _quality(args, data_cfg, split: str, which, fake_fn) -> dict:
     from genart_jax.classifier import ClassifierError
     from genart_jax.data import read_split
 
+    if args.num is not None and args.num <= 0:  # before anything is loaded
+        raise _UsageError(f"--num must be positive, got {args.num}")
     net = quality.feature_network(data_cfg, args.classifier, args.extractor,
                                   args.extractor_params, args.extractor_kwargs)
     real, _ = read_split(data_cfg, split, args.limit)
-    num = args.num or len(real)
+    num = len(real) if args.num is None else args.num  # --num 0 is an error, not "all"
     if num <= 0:
-        raise _UsageError(f"--num must be positive, got {num}")
+        raise _UsageError(f"no real images in split {split} to compare with")
     fake = fake_fn(num)
     try:
         result = quality.evaluate(net, real, fake, which, seed=args.seed)
@@ -476,6 +491,12 @@ def _feedback(args) -> int:
                                  smoothing=args.smoothing, std_floor=args.std_floor,
                                  contraction=args.contraction, screen=args.screen,
                                  ridge=args.ridge)
+    if args.finetune is not None and getattr(session.generator, "cfg", None) is not None \
+            and session.generator.cfg.model.num_classes:  # checked before anything is written
+        raise fb.FeedbackError(f"--finetune distils an unconditional generator; this GAN is "
+                               f"conditional (model.num_classes="
+                               f"{session.generator.cfg.model.num_classes}). Rate and steer it "
+                               f"with --like/--dislike and --save-direction instead")
     given = args.like is not None or args.dislike is not None
     if given and args.ratings:
         raise fb.FeedbackError("give --like/--dislike or --ratings, not both")
@@ -653,6 +674,36 @@ def _export(args) -> int:
     return 0
 
 
+class _DropOrbaxErrors(logging.Filter):
+    """Orbax's log of a failed background write (the failure itself reaches the CLI)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ("orbax" in record.pathname and record.levelno >= logging.ERROR)
+
+
+def _hide_closed_loop(previous):
+    """An unraisable-exception hook that drops 'Event loop is closed' from TensorStore
+    callbacks arriving after a failed save's event loop closed; anything else is passed on."""
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.hides_closed_loop = True
+    return hook
+
+
+def quiet_library_noise() -> None:
+    """No tracebacks beside the CLI's one-line errors: see _DropOrbaxErrors, _hide_closed_loop."""
+    from absl import logging as absl_logging  # first: it sets up the "absl" logger
+
+    absl_log = absl_logging.get_absl_logger()
+    if not any(isinstance(f, _DropOrbaxErrors) for f in absl_log.filters):
+        absl_log.addFilter(_DropOrbaxErrors())
+    if not getattr(sys.unraisablehook, "hides_closed_loop", False):
+        sys.unraisablehook = _hide_closed_loop(sys.unraisablehook)
+
+
 def main(argv: list[str] | None = None) -> int:
     from genart_jax.cpu_convolutions import use_eigen_convolutions
     from genart_jax.host_memory import keep_freed_memory_unless_opted_out
@@ -666,9 +717,13 @@ def main(argv: list[str] | None = None) -> int:
     from genart_jax.directions import DirectionError
     from genart_jax.export import ExportError
     from genart_jax.feedback import FeedbackError
+    from genart_jax.history import HistoryError
     from genart_jax.parallel import ParallelError
+    from genart_jax.storage_errors import StorageError, storage_error
     from genart_jax.train import Preempted, TrainingDiverged
+    from genart_jax.workdir_lock import WorkdirBusy
 
+    quiet_library_noise()
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     try:
@@ -681,7 +736,8 @@ def main(argv: list[str] | None = None) -> int:
                     "feedback": _feedback, "directions": _directions, "studio": _studio}
         return commands[args.command](args)
     except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
-            ClassifierError, FeedbackError, DirectionError, _UsageError) as e:
+            ClassifierError, FeedbackError, DirectionError, HistoryError, WorkdirBusy,
+            _UsageError) as e:
         print(f"genart: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
@@ -690,6 +746,15 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as e:  # 128 + signal, as a shell reports a process ended by the signal
         print(f"genart: {e}", file=sys.stderr)
         return 128 + e.signum
+    except StorageError as e:  # disk full, permission denied, read-only: see storage_errors
+        print(f"genart: error: {e}", file=sys.stderr)
+        return EXIT_STORAGE
+    except Exception as e:  # last: anything else that is not a storage fault goes on up
+        found = storage_error(e)
+        if found is None:
+            raise
+        print(f"genart: error: {found}", file=sys.stderr)
+        return EXIT_STORAGE
 
 
 if __name__ == "__main__":

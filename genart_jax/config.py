@@ -221,6 +221,13 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     if arch not in _ARCHS[family]:
         raise ConfigError(f"model.arch {arch!r} is not a {family} architecture; choose one of "
                           f"{_ARCHS[family]}")
+    if arch == "dcgan":  # its resolution doubles from 4x4: a size it cannot make is a key error
+        from genart_jax.models.dcgan import num_stages
+
+        try:
+            num_stages(flat["data.image_size"])
+        except ValueError as e:
+            raise ConfigError(f"config key 'data.image_size': {e}") from e
     if flat["data.on_device"] and not (flat["data.cache"] and flat["train.driver"] ==
                                        "shard_map"):
         raise ConfigError("data.on_device=true needs data.cache=true and "

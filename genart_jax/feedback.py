@@ -49,7 +49,7 @@ import numpy as np
 import optax
 from PIL import Image, ImageDraw, ImageFont
 
-from genart_jax import checkpoint, sampling
+from genart_jax import checkpoint, history, sampling
 
 PyTree = Any
 SESSION = "session.json"
@@ -207,8 +207,9 @@ class CheckpointGenerator:
         if cfg.model.family != "gan":
             raise FeedbackError("feedback sessions steer GAN latents; this workdir holds a "
                                 f"{cfg.model.family.upper()}")
-        self.cfg, self.state, self.meta, self.step = checkpoint.restore_workdir(workdir, step,
-                                                                                cfg)
+        from genart_jax.train.workdir import restore_workdir
+
+        self.cfg, self.state, self.meta, self.step = restore_workdir(workdir, step, cfg)
         self.use_ema = use_ema
         self.params, self.stats = sampling.generator_variables(self.cfg, self.state, use_ema)
         self.latent_dim = int(self.cfg.model.latent_dim)
@@ -258,7 +259,10 @@ class FeedbackSession:
         if "step" not in stored:  # pin the checkpoint: later training must not change it
             self.settings["step"] = getattr(self.generator, "step", None)
         self.images: np.ndarray | None = None  # the pending round's images, after draw()
-        self.history = [json.loads(line) for line in self._lines()]
+        try:
+            self.history = history.read_records(self.dir / HISTORY)
+        except history.HistoryError as e:
+            raise FeedbackError(str(e)) from e
         self.distribution = self._replay()
 
     def has_session(self) -> bool:
@@ -340,8 +344,7 @@ class FeedbackSession:
                   "latents": self.path(self.round, ".npy").name,
                   "grid": self.path(self.round, ".png").name,
                   "checkpoint_step": self.settings.get("step")}
-        with open(self.dir / HISTORY, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        history.append_record(self.dir / HISTORY, record)
         self.history.append(record)
         self.distribution = self._replay()
         self.images = None
@@ -394,16 +397,13 @@ class FeedbackSession:
     def _seed(self, round_: int) -> int:
         return int(self.settings["seed"]) + round_
 
-    def _lines(self) -> list[str]:
-        p = self.dir / HISTORY
-        return [ln for ln in p.read_text().splitlines() if ln.strip()] if p.is_file() else []
-
     def _save_settings(self) -> None:
         settings = {**self.settings, "workdir": str(self.workdir),
                     "latent_dim": self.generator.latent_dim,
                     "update": "cem: mean,std <- (1-a)*prev + a*fit(all liked); std>=floor",
                     "screen_rule": "keep the top 1/screen of proposals by ridge preference"}
-        (self.dir / SESSION).write_text(json.dumps(settings, indent=2, sort_keys=True))
+        history.write_text_atomic(self.dir / SESSION,
+                                  json.dumps(settings, indent=2, sort_keys=True))
 
     def _replay(self) -> Gaussian:
         """The distribution after all rated rounds, recomputed from the saved latents."""

@@ -39,7 +39,10 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
 
 def batches_per_epoch(n: int, global_batch: int) -> int:
     if global_batch > n:
-        raise ValueError(f"global batch {global_batch} is larger than the dataset ({n} examples)")
+        from genart_jax.data.sources import DataError
+
+        raise DataError(f"global batch {global_batch} is larger than the dataset ({n} "
+                        f"examples); set train.batch_size to at most {n}")
     return n // global_batch
 
 

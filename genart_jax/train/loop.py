@@ -20,13 +20,14 @@ import jax
 import ml_collections
 from tqdm.auto import tqdm
 
-from genart_jax import checkpoint
+from genart_jax import checkpoint, history
 from genart_jax.config import flatten, to_json
 from genart_jax.data import Position, check_label_range, make_input, prefetch
 from genart_jax.data.pipeline import load_cached
 from genart_jax.parallel import any_process, describe_devices
 from genart_jax.train.families import family_of
 from genart_jax.train.preemption import PreemptionGuard
+from genart_jax.workdir_lock import WorkdirLock
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,15 +53,14 @@ class MetricsWriter:
         if self.enabled:
             clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
                      for k, v in record.items()}
-            with open(self.path, "a") as f:
-                f.write(json.dumps(clean) + "\n")
+            history.append_record(self.path, clean)
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
+        """Drop records past `step` (written after the checkpoint a resumed run starts from),
+        atomically; a torn last line is reported and dropped."""
         if self.enabled and self.path.is_file():
-            lines = self.path.read_text().splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+            records = history.read_records(self.path)
+            history.rewrite_records(self.path, [r for r in records if r.get("step", 0) <= step])
 
 
 def build_training(cfg: ml_collections.ConfigDict, devices=None, steps_per_call: int = 1):
@@ -111,9 +111,17 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                        progress: bool = True, devices=None, resume: bool = True
                        ) -> dict[str, Any]:
     """Train the model of `cfg` up to `cfg.train.steps` iterations, writing into `workdir`:
-    config.json, metrics.jsonl, samples/*.png and checkpoints/. Resumes from the latest
-    checkpoint there unless `resume=False` (which moves the old run aside). Returns a summary.
+    config.json, metrics.jsonl, samples/*.png and checkpoints/. Resumes from the newest
+    checkpoint there that restores unless `resume=False` (which moves the old run aside).
+    Holds the workdir's lock throughout (a second run stops at once). Returns a summary.
     """
+    with WorkdirLock(workdir, enabled=jax.process_index() == 0):
+        return _train_and_evaluate(cfg, workdir, progress=progress, devices=devices,
+                                   resume=resume)
+
+
+def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
+                        progress: bool, devices, resume: bool) -> dict[str, Any]:
     workdir = Path(workdir)
     main = jax.process_index() == 0
     t_start = time.perf_counter()
@@ -129,20 +137,29 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         moved = _move_aside(workdir)
         if moved:
             log(f"--no-resume: moved the previous run to {moved}")
-    ckpt = checkpoint.Checkpointer(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
+    _barrier("genart_no_resume")  # every process sees the moved-aside workdir
     writer = MetricsWriter(workdir / "metrics.jsonl", enabled=main)
-    latest = ckpt.latest_step() if resume else None
+    latest = checkpoint.latest_step(workdir) if resume else None
     if latest is None:
         state, position = driver.init_state(init_fn, jax.random.PRNGKey(cfg.seed)), Position()
     else:
-        meta = checkpoint.restore_meta(workdir, latest)
-        check_resumable(meta["config"], cfg, checkpoint.checkpoint_dir(workdir))
-        host, meta, latest = checkpoint.restore(workdir, abstract_state(cfg), latest)
+        damaged: list[checkpoint.CheckpointDamaged] = []
+        host, meta, latest = checkpoint.restore(
+            workdir, abstract_state(cfg), on_damaged=damaged.append,
+            check=lambda m: check_resumable(m["config"], cfg, checkpoint.checkpoint_dir(workdir)))
+        _barrier("genart_restored")  # all have read before process 0 moves damaged ones
+        if damaged and main:
+            aside = checkpoint.move_aside_damaged(workdir, damaged)
+            for d in damaged:
+                log(f"genart: warning: {d}; moved to {aside} (kept, not deleted)")
+        _barrier("genart_moved_damaged")
         state, position = driver.put_state(host), Position(**meta["data_position"])
         writer.truncate_after(latest)
         log(f"Resuming from checkpoint {latest} (data epoch {position.epoch}, batch "
             f"{position.batch})")
     start = latest or 0
+    # The manager is made after the restore: it lists the steps once, and damaged ones left.
+    ckpt = checkpoint.Checkpointer(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
 
     cached = load_cached(cfg.data) if cfg.data.cache else None
     iterator, num_examples = make_input(
@@ -260,6 +277,14 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     log(f"Done: step {summary['steps']} in {wall:.1f} s (first step incl. compile "
         f"{compile_s:.1f} s); final {shown}; samples {grid}; checkpoint {path}")
     return summary
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process of a multi-process run (nothing to wait for alone)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _raise_diverged(state: Any, metrics: dict[str, float]) -> None:
