@@ -150,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder: each subfolder is a class (theme)")
     r.add_argument("--strict", action="store_true",
                    help="folder: stop at the first unreadable file instead of skipping it")
+    r.add_argument("--test-fraction", type=float, default=0.1,
+                   help="folder: share of the images held out as split 'test' (per class; "
+                        "chosen by file name; default 0.1; 0: none)")
 
     b = sub.add_parser("bench", help="throughput per device, MFU, drivers, dtypes, fusion, "
                                      "PyTorch peers; writes results.json/.md and plots")
@@ -569,9 +572,10 @@ def _prepare(args) -> int:
     report = prepare_folder(args.path, args.name, data_dir=args.data_dir, size=args.size,
                             channels=args.channels,
                             labels_from_subfolders=args.labels_from_subfolders,
-                            strict=args.strict)
+                            strict=args.strict, test_fraction=args.test_fraction)
     print(f"{report['name']}: {report['images']} images of {args.size}x{args.size}x"
-          f"{args.channels}, {len(report['skipped'])} skipped, classes {report['classes']}; "
+          f"{args.channels} ({', '.join(f'{n} {s}' for s, n in report['splits'].items())}), "
+          f"{len(report['skipped'])} skipped, classes {report['classes']}; "
           f"report {report['data_dir']}/{report['name']}/{REPORT}. Train with --config."
           f"data.name={report['name']} --config.data.channels={args.channels} "
           f"--config.data.image_size={args.size}")
