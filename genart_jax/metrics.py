@@ -100,8 +100,9 @@ def _knn_radii(x: np.ndarray, k: int, chunk: int | None = None) -> np.ndarray:
     if len(x) <= k:
         raise ValueError(f"k-NN manifold with k={k} needs more than {k} points, got {len(x)}")
     rows = _row_chunk(len(x), chunk)
-    # column 0 of a sorted row is the point itself
-    return np.concatenate([np.partition(_sq_distances(x[i:i + rows], x), k, axis=1)[:, k]
+    # column 0 of a sorted row is the point itself; copy the column, or the view would keep
+    # each whole block alive until the end
+    return np.concatenate([np.partition(_sq_distances(x[i:i + rows], x), k, axis=1)[:, k].copy()
                            for i in range(0, len(x), rows)])
 
 

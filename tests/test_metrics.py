@@ -161,3 +161,17 @@ def test_knn_radii_blocks_bound_memory(monkeypatch):
     assert max(r for r, _ in shapes) == 1
     with pytest.raises(ValueError, match="chunk must be positive"):
         metrics.precision_recall(x, x, chunk=0)
+
+
+def test_precision_recall_peak_memory_is_a_few_blocks(monkeypatch):
+    """2,000 points in blocks of 10 rows: the peak stays far below one 2,000^2 matrix (32 MB)
+    (a kept view of each block would hold all of them: 32 MB again)."""
+    import tracemalloc
+
+    monkeypatch.setattr(metrics, "KNN_CHUNK_BYTES", 8 * 2000 * 10)
+    x = np.random.default_rng(0).normal(size=(2000, 4))
+    tracemalloc.start()
+    metrics.precision_recall(x, x * 1.1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * 2**20, peak
