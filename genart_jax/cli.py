@@ -101,9 +101,15 @@ def _parser() -> argparse.ArgumentParser:
                         "--reference; none for a VAE)")
     v.add_argument("--classifier", default=None, help="folder written by `genart "
                    "train-classifier` (default: runs/classifier_DATA_SIZE)")
-    v.add_argument("--extractor", default=None, metavar="MODULE:CLASS",
-                   help="your own Flax feature extractor, package.module:ClassName")
-    v.add_argument("--extractor-params", default=None, help="its params (flax msgpack)")
+    v.add_argument("--extractor", default=None, metavar="NAME",
+                   help="the feature space: 'classifier' (genart train-classifier), 'selfsup' "
+                        "(genart train-features), 'inception' (the FID Inception-v3, weights "
+                        "in --extractor-params FILE.npz|.safetensors), or your own Flax "
+                        "module package.module:ClassName (default: the classifier if one is "
+                        "trained for the data, else the self-supervised encoder)")
+    v.add_argument("--extractor-params", default=None,
+                   help="selfsup: its folder (default: runs/features_DATA_SIZE); inception: "
+                        "the weights file; a module: its params (flax msgpack)")
     v.add_argument("--extractor-kwargs", default=None,
                    help="JSON file of its constructor arguments (default: none)")
     v.add_argument("--num", type=int, default=None,
@@ -136,6 +142,29 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--feature-dim", type=int, default=128, help="width of the feature layer")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    f = sub.add_parser("train-features",
+                       help="train the self-supervised (SimCLR) encoder whose features the "
+                            "quality metrics use on data without labels",
+                       description="Trains a small CNN with SimCLR's contrastive objective on a "
+                                   "dataset's train split (no labels needed) and saves it "
+                                   "(Orbax params + features.json) for `genart eval`.")
+    f.add_argument("--data", default="digits", help="dataset name (default: digits)")
+    f.add_argument("--image-size", type=int, default=32,
+                   help="square size in pixels, as the models you evaluate (default: 32)")
+    f.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    f.add_argument("--data_dir", default="", help="prepared data (default: $TFDS_DATA_DIR or "
+                   "~/tensorflow_datasets)")
+    f.add_argument("--out", default=None, help="output folder (default: runs/features_DATA_SIZE)")
+    f.add_argument("--steps", type=int, default=1000)
+    f.add_argument("--batch-size", type=int, default=128)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--width", type=int, default=16, help="channels of the first conv stage")
+    f.add_argument("--feature-dim", type=int, default=128, help="width of the feature layer")
+    f.add_argument("--temperature", type=float, default=0.5, help="NT-Xent temperature")
+    f.add_argument("--augment", default="translation,cutout",
+                   help="views: comma-separated subset of color,translation,cutout")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     r = sub.add_parser(
         "prepare", help="prepare a TFDS dataset, or a folder of your own images, once",
         description="genart prepare NAME (a TFDS dataset; needs the [prepare] extra) or "
@@ -152,6 +181,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder: each subfolder is a class (theme)")
     r.add_argument("--strict", action="store_true",
                    help="folder: stop at the first unreadable file instead of skipping it")
+    r.add_argument("--test-fraction", type=float, default=0.1,
+                   help="folder: share of the images held out as split 'test' (per class; "
+                        "chosen by file name; default 0.1; 0: none)")
 
     b = sub.add_parser("bench", help="throughput per device, MFU, drivers, dtypes, fusion, "
                                      "PyTorch peers; writes results.json/.md and plots")
@@ -356,6 +388,29 @@ def _train_classifier(args) -> int:
     return 0
 
 
+def _train_features(args) -> int:
+    from genart_jax import augment
+    from genart_jax.selfsup import default_dir, train_features
+
+    try:
+        policy = augment.parse_policy(args.augment)
+    except ValueError as e:
+        raise _UsageError(f"--augment: {e}") from e
+    data_cfg = _data_config(args.data, args.image_size, args.channels, args.data_dir)
+    out = Path(args.out) if args.out else default_dir(args.data, args.image_size)
+    meta = train_features(data_cfg, out, steps=args.steps, batch_size=args.batch_size,
+                          seed=args.seed, width=args.width, feature_dim=args.feature_dim,
+                          temperature=args.temperature, policy=policy,
+                          progress=not args.no_progress)
+    print(f"{meta['dataset']} SimCLR encoder ({meta['image_size']}x{meta['image_size']}x"
+          f"{meta['channels']}, {meta['feature_dim']}-d features, views "
+          f"{'+'.join(meta['policy']) or 'identity'}): {meta['steps']} steps in "
+          f"{meta['seconds']} s on {meta['train_examples']} {meta['train_split']} images; "
+          f"NT-Xent loss {meta['loss_first_20']:.3f} -> {meta['loss_last_20']:.3f} (chance "
+          f"{meta['loss_chance']:.3f}); saved to {out}")
+    return 0
+
+
 def _quality(args, data_cfg, split: str, which, fake_fn) -> dict:
     """Real images of `split`, `fake_fn(num)` images, both through the feature network."""
     from genart_jax import quality
@@ -377,7 +432,8 @@ def _quality(args, data_cfg, split: str, which, fake_fn) -> dict:
         raise
     except ValueError as e:  # too few images for a metric
         raise _UsageError(str(e)) from e
-    return {"features": net.name, "real_split": split, "real_images": len(real),
+    return {"features": net.name, "features_fingerprint": net.fingerprint,
+            "real_split": split, "real_images": len(real),
             "generated_images": num, **result}
 
 
@@ -477,6 +533,7 @@ def _eval(args) -> int:
                                               use_ema=not args.no_ema)))
         _print_quality(result, what)
     out = Path(args.workdir) / "eval.json"
+    quality.check_comparable(out, result)
     with open(out, "a") as f:
         f.write(json.dumps(result) + "\n")
     print(f"appended to {out}")
@@ -627,9 +684,10 @@ def _prepare(args) -> int:
     report = prepare_folder(args.path, args.name, data_dir=args.data_dir, size=args.size,
                             channels=args.channels,
                             labels_from_subfolders=args.labels_from_subfolders,
-                            strict=args.strict)
+                            strict=args.strict, test_fraction=args.test_fraction)
     print(f"{report['name']}: {report['images']} images of {args.size}x{args.size}x"
-          f"{args.channels}, {len(report['skipped'])} skipped, classes {report['classes']}; "
+          f"{args.channels} ({', '.join(f'{n} {s}' for s, n in report['splits'].items())}), "
+          f"{len(report['skipped'])} skipped, classes {report['classes']}; "
           f"report {report['data_dir']}/{report['name']}/{REPORT}. Train with --config."
           f"data.name={report['name']} --config.data.channels={args.channels} "
           f"--config.data.image_size={args.size}")
@@ -733,7 +791,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         commands = {"sample": _sample, "export": _export, "eval": _eval, "prepare": _prepare,
                     "bench": _bench, "train-classifier": _train_classifier,
-                    "feedback": _feedback, "directions": _directions, "studio": _studio}
+                    "train-features": _train_features, "feedback": _feedback,
+                    "directions": _directions, "studio": _studio}
         return commands[args.command](args)
     except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
             ClassifierError, FeedbackError, DirectionError, HistoryError, WorkdirBusy,

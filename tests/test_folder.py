@@ -11,7 +11,7 @@ from PIL import Image
 from genart_jax.cli import main
 from genart_jax.data import DataError, open_source
 from genart_jax.data import prepare as prepare_module
-from genart_jax.data.folder import load_image, prepare_folder
+from genart_jax.data.folder import assign_splits, load_image, prepare_folder
 from tests.test_cli import run_genart
 
 
@@ -54,13 +54,41 @@ def test_prepare_folder_skips_and_reports_bad_files(tmp_path):
     assert "truncated" in skipped["sun/truncated.png"]
     on_disk = json.loads((tmp_path / "data" / "my_art" / "prepare_report.json").read_text())
     assert on_disk == report
+    # 6 images per class, 10% held out per class: round(0.6) = 1 of each in "test".
+    assert report["splits"] == {"train": 10, "test": 2} and report["test_fraction"] == 0.1
     source = open_source("my_art", "train", str(tmp_path / "data"))
-    assert len(source) == 12 and source[0]["image"].shape == (16, 16, 3)
-    assert sorted({int(source[i]["label"]) for i in range(12)}) == [0, 1]
+    assert len(source) == 10 and source[0]["image"].shape == (16, 16, 3)
+    assert sorted({int(source[i]["label"]) for i in range(10)}) == [0, 1]
+    test = open_source("my_art", "test", str(tmp_path / "data"))
+    assert sorted(int(test[i]["label"]) for i in range(2)) == [0, 1]  # labels in both splits
     # Preparing again changes nothing.
     again = prepare_folder(src, "my_art", data_dir=str(tmp_path / "data"), size=16,
                            labels_from_subfolders=True)
     assert again == report
+    with pytest.raises(DataError, match="prepared with --test-fraction 0.1"):
+        prepare_folder(src, "my_art", data_dir=str(tmp_path / "data"), size=16,
+                       labels_from_subfolders=True, test_fraction=0.2)
+
+
+def test_assign_splits_is_deterministic_per_class_and_order_free():
+    keys = [f"img_{i:04d}.png" for i in range(200)]
+    labels = [i % 3 for i in range(200)]  # classes of 67, 67, 66
+    splits = assign_splits(keys, labels, 0.25)
+    for c in range(3):
+        n = labels.count(c)
+        held = sum(s == "test" for s, y in zip(splits, labels, strict=True) if y == c)
+        assert held == round(0.25 * n)
+    order = np.random.default_rng(0).permutation(200)
+    shuffled = assign_splits([keys[i] for i in order], [labels[i] for i in order], 0.25)
+    assert [shuffled[list(order).index(i)] for i in range(200)] == splits
+    test_idx = [i for i, s in enumerate(splits) if s == "test"]
+    assert test_idx != list(range(len(test_idx)))  # not simply the first files by name
+    assert assign_splits(keys, labels, 0.0) == ["train"] * 200
+    assert assign_splits(["a", "b"], [0, 1], 0.5) == ["train", "train"]  # one per class: kept
+    assert sorted(assign_splits(["a", "b"], [0, 0], 0.01)) == ["test", "train"]  # at least 1
+    for bad in (-0.1, 1.0):
+        with pytest.raises(DataError, match="--test-fraction must be in"):
+            assign_splits(keys, labels, bad)
 
 
 def test_prepare_folder_errors(tmp_path):
@@ -113,7 +141,8 @@ def test_prepare_folder_then_train_end_to_end(tmp_path):
     proc = run_genart(["prepare", "folder", str(tmp_path / "art"), "--name", "my_art",
                        "--size", "16", "--data_dir", data])
     assert proc.returncode == 0, proc.stderr
-    assert "13 images" in proc.stdout and "2 skipped" in proc.stdout
+    assert "13 images of 16x16x3 (12 train, 1 test)" in proc.stdout, proc.stdout
+    assert "2 skipped" in proc.stdout
     proc = run_genart(["train", "--workdir", str(tmp_path / "run"), "--steps", "4",
                        "--config.data.name=my_art", f"--config.data.data_dir={data}",
                        "--config.data.channels=3", "--config.data.image_size=16",
@@ -121,5 +150,5 @@ def test_prepare_folder_then_train_end_to_end(tmp_path):
                        "--config.model.d_width=8", "--config.augment.diffaugment=translation",
                        "--config.augment.flip=true"])
     assert proc.returncode == 0, proc.stderr
-    assert "on my_art (13 images, 16x16x3)" in proc.stdout
+    assert "on my_art (12 images, 16x16x3)" in proc.stdout
     assert (tmp_path / "run" / "samples" / "final.png").is_file()

@@ -56,9 +56,7 @@ class Likelihood:
 
     def mean_image(self, out: jax.Array) -> jax.Array:
         """Decoder output -> the mean image in [-1, 1], for display."""
-        if self.kind == "bernoulli":
-            return 2.0 * jax.nn.sigmoid(out) - 1.0
-        return jnp.clip(out, -1.0, 1.0)
+        return losses.likelihood_mean_image(self.kind, out)
 
 
 def _labels(model: nn.Module, y: jax.Array | None) -> jax.Array | None:
