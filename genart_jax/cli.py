@@ -150,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder: each subfolder is a class (theme)")
     r.add_argument("--strict", action="store_true",
                    help="folder: stop at the first unreadable file instead of skipping it")
+    r.add_argument("--overwrite", action="store_true",
+                   help="folder: rebuild NAME even if it was prepared from another source, "
+                        "size or channel count")
 
     b = sub.add_parser("bench", help="throughput per device, MFU, drivers, dtypes, fusion, "
                                      "PyTorch peers; writes results.json/.md and plots")
@@ -569,12 +572,13 @@ def _prepare(args) -> int:
     report = prepare_folder(args.path, args.name, data_dir=args.data_dir, size=args.size,
                             channels=args.channels,
                             labels_from_subfolders=args.labels_from_subfolders,
-                            strict=args.strict)
-    print(f"{report['name']}: {report['images']} images of {args.size}x{args.size}x"
-          f"{args.channels}, {len(report['skipped'])} skipped, classes {report['classes']}; "
+                            strict=args.strict, overwrite=args.overwrite)
+    size, channels = report["size"], report["channels"]  # the data on disk
+    print(f"{report['name']}: {report['images']} images of {size}x{size}x"
+          f"{channels}, {len(report['skipped'])} skipped, classes {report['classes']}; "
           f"report {report['data_dir']}/{report['name']}/{REPORT}. Train with --config."
-          f"data.name={report['name']} --config.data.channels={args.channels} "
-          f"--config.data.image_size={args.size}")
+          f"data.name={report['name']} --config.data.channels={channels} "
+          f"--config.data.image_size={size}")
     for item in report["skipped"][:10]:
         print(f"  skipped {item['file']}: {item['reason']}")
     return 0

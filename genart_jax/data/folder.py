@@ -1,25 +1,30 @@
-"""`genart prepare folder`: a folder of the user's own images as a project-owned TFDS dataset.
+"""`genart prepare folder`: a folder of the user's own images as a prepared dataset of raw uint8
+records (data/records.py), read with one copy per image.
 
 Every file is decoded with Pillow (EXIF orientation applied, animated images take their first
 frame); palette, greyscale, RGBA and CMYK images are converted to the chosen channel count
 (transparency composited on white); each image is centre-cropped to a square and resized
 (Lanczos) to `size`. Files that are not images, corrupt or truncated are skipped, counted and
 listed in `prepare_report.json` beside the data (`strict=True` stops at the first one, naming
-it). Subfolders can name the classes (themes). Features are `tfds.features.Tensor`, so no
-TensorFlow is needed; TFDS writes into a temporary folder renamed when complete, so an
-interrupted prepare leaves nothing a later run would read, and preparing again is a no-op.
+it). Subfolders can name the classes (themes). No TensorFlow is needed. The data are written
+into a temporary folder renamed when complete, so an interrupted prepare leaves nothing a later
+run would read; preparing again the same way is a no-op, another way an error unless
+`overwrite`; `prepared.json` records source, size, channels and count for training to check.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from genart_jax.data.records import read_record, write_record, write_split
 from genart_jax.data.sources import DataError, _file_lock, resolve_data_dir
 
 REPORT = "prepare_report.json"
@@ -84,59 +89,70 @@ def scan_folder(root: Path, size: int, channels: int, labels_from_subfolders: bo
     return scan
 
 
-def _builder_class(name: str, root: Path, scan: Scan, size: int, channels: int):
-    import tensorflow_datasets as tfds
+def _same_preparation(record: dict, root: Path, size: int, channels: int,
+                      labels_from_subfolders: bool) -> list[str]:
+    """How a new request differs from the dataset already prepared (empty: the same)."""
+    asked = {"source": str(root), "size": size, "channels": channels,
+             "labels_from_subfolders": labels_from_subfolders}
+    return [f"{k} {record.get(k)!r} -> {v!r}" for k, v in asked.items() if record.get(k) != v]
 
-    class ImageFolderArt(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        """The user's own images, prepared by `genart prepare folder`."""
 
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                description=f"Images from {root} ({len(scan.files)} files, {size}x{size}x"
-                            f"{channels}); classes: {scan.classes or 'none'}",
-                features=tfds.features.FeaturesDict({
-                    "image": tfds.features.Tensor(shape=(size, size, channels),
-                                                  dtype=np.uint8),
-                    "label": tfds.features.Tensor(shape=(), dtype=np.int64),
-                }))
-
-        def _split_generators(self, dl_manager):
-            del dl_manager
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            for i, (path, label) in enumerate(zip(scan.files, scan.labels, strict=True)):
-                yield i, {"image": load_image(path, size, channels), "label": label}
-
-    ImageFolderArt.name = name
-    return ImageFolderArt
+def _write_dataset(final: Path, report: dict, scan: Scan, size: int, channels: int,
+                   labels_from_subfolders: bool) -> None:
+    """Decode and write every usable image as raw records into a temporary folder, then put it
+    in place of `final` in one rename: an interrupted prepare leaves nothing a run would read."""
+    tmp = final.parent / f".{final.name}.incomplete"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    examples = ((load_image(p, size, channels), label)
+                for p, label in zip(scan.files, scan.labels, strict=True))
+    count = write_split(tmp / "train.array_record", examples)
+    (tmp / REPORT).write_text(json.dumps(dict(report, images=count), indent=2))
+    write_record(tmp, {**report, "count": count, "labels_from_subfolders":
+                       labels_from_subfolders, "splits": {"train": {
+                           "files": ["train.array_record"], "count": count}}})
+    if final.exists():
+        old = final.parent / f".{final.name}.replaced"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
 
 
 def prepare_folder(path: str | Path, name: str, *, data_dir: str = "", size: int = 64,
                    channels: int = 3, labels_from_subfolders: bool = False,
-                   strict: bool = False) -> dict:
-    """Prepare `path` as TFDS dataset `name` (split "train") under the data dir; returns the
-    report (also written as prepare_report.json beside the data)."""
+                   strict: bool = False, overwrite: bool = False) -> dict:
+    """Prepare `path` as dataset `name` (split "train") under the data dir; returns the report
+    of the data on disk (also prepare_report.json beside it). Preparing again with the same
+    source, size and channels is a no-op; with others a DataError unless `overwrite`."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise DataError(f"dataset name {name!r} must be lower_snake_case (letters, digits, _)")
     if size < 4 or channels not in (1, 3):
         raise DataError(f"--size must be >= 4 and --channels 1 or 3, got {size}, {channels}")
     root = Path(path).expanduser().resolve()
     out = resolve_data_dir(data_dir)
-    report_path = out / name / REPORT
+    final = out / name
     with _file_lock(out / f".{name}.lock"):
+        record = read_record(final) if final.exists() else None
+        if record is not None and not overwrite:
+            diff = _same_preparation(record, root, size, channels, labels_from_subfolders)
+            if diff:
+                raise DataError(
+                    f"dataset '{name}' in {out} was prepared differently ({'; '.join(diff)}); "
+                    f"use another --name, or --overwrite to rebuild it")
+            print(f"{name} is already prepared in {out}; nothing to do (--overwrite re-reads "
+                  f"the folder)")
+            return json.loads((final / REPORT).read_text())
+        if final.exists() and record is None and not overwrite:
+            raise DataError(f"{final} exists but holds no dataset prepared by this version; "
+                            f"use another --name, or --overwrite to replace it")
         scan = scan_folder(root, size, channels, labels_from_subfolders, strict)
-        builder = _builder_class(name, root, scan, size, channels)(
-            data_dir=str(out), file_format="array_record")
-        if builder.is_prepared():
-            print(f"{name} is already prepared in {out}; nothing to do")
-        else:
-            builder.download_and_prepare(file_format="array_record")
         report = {"name": name, "source": str(root), "data_dir": str(out), "size": size,
                   "channels": channels, "images": len(scan.files), "skipped": scan.skipped,
                   "classes": scan.classes}
-        report_path.write_text(json.dumps(report, indent=2))
-    return report
+        _write_dataset(final, report, scan, size, channels, labels_from_subfolders)
+    return json.loads((final / REPORT).read_text())
