@@ -16,7 +16,8 @@ def get_config():
     c.data.name = "celeb_a"
     c.data.image_size = 64
     c.data.channels = 3
-    c.data.cache = False
+    c.data.cache = True  # one conversion to the training size, kept as uint8 (streaming needs
+    # images prepared at that size: genart prepare folder ... --size S)
     c.vae.likelihood = "gaussian"
     c.vae.scale = "learned"
     c.vae.discretized = True

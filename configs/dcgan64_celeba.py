@@ -17,7 +17,8 @@ def get_config():
     c.data.name = "celeb_a"
     c.data.image_size = 64
     c.data.channels = 3
-    c.data.cache = False
+    c.data.cache = True  # one conversion to the training size, kept as uint8 (streaming needs
+    # images prepared at that size: genart prepare folder ... --size S)
     c.train.steps = 30000
     c.train.batch_size = 128
     c.train.sample_every = 2000

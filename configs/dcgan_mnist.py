@@ -16,7 +16,8 @@ def get_config():
     c.data.name = "mnist"
     c.data.image_size = 32
     c.data.channels = 1
-    c.data.cache = False
+    c.data.cache = True  # one conversion to the training size, kept as uint8 (streaming needs
+    # images prepared at that size: genart prepare folder ... --size S)
     c.train.steps = 10000
     c.train.batch_size = 128
     c.train.sample_every = 1000
