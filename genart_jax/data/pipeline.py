@@ -325,6 +325,22 @@ def read_split(data_cfg: Any, split: str, limit: int | None = None
     return to_model_range_np(images), labels
 
 
+ON_DEVICE_FRACTION = 0.25  # a resident dataset may take this share of one device's memory
+
+
+def fits_on_device_hint(nbytes: int) -> str:
+    """'; fits ...' when the uint8 split would take under ON_DEVICE_FRACTION of device 0's
+    memory (accelerators report it; the CPU backend does not, and gets no hint)."""
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    if not limit or nbytes > ON_DEVICE_FRACTION * limit:
+        return ""
+    return (f"; it fits on each device ({100 * nbytes / limit:.1f}% of "
+            f"{limit / 2**30:.0f} GiB): data.on_device=true gathers batches there")
+
+
 def describe_input(data_cfg: Any, iterator: Any, n: int, cached: tuple | None) -> str:
     """The one line printed at start: where the batches come from, with the numbers."""
     s, c = data_cfg.image_size, data_cfg.channels
@@ -333,7 +349,8 @@ def describe_input(data_cfg: Any, iterator: Any, n: int, cached: tuple | None) -
     if cached is not None and data_cfg.on_device:
         return f"Data: {size}, on every device (data.on_device), batches gathered there"
     if cached is not None:
-        return f"Data: {size}, cached in host memory (data.cache); prefetch {data_cfg.prefetch}"
+        return (f"Data: {size}, cached in host memory (data.cache); prefetch "
+                f"{data_cfg.prefetch}{fits_on_device_hint(nbytes)}")
     workers = resolve_workers(data_cfg) if isinstance(iterator, WorkerBatchIterator) else 0
     return (f"Data: {size}, streamed from the files (data.cache=false) by "
             f"{workers or 'no'} worker process(es) (data.workers={data_cfg.workers}); "
