@@ -71,6 +71,11 @@ def to_model_input(images: np.ndarray, image_size: int, channels: int) -> np.nda
     return to_model_range_np(to_training_pixels(images, image_size, channels))
 
 
+def stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """np.stack, without the copy when there is one array (a view with a leading axis)."""
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+
+
 class BatchIterator:
     """Yields (batch, next_position): batch = {"image": (group, local_batch, S, S, C) uint8,
     "label": (group, local_batch) int32}, `group` consecutive global batches stacked (one per
@@ -96,7 +101,7 @@ class BatchIterator:
             images.append(x)
             labels.append(y)
             self.position = advance(self.position, self.per_epoch)
-        return {"image": np.stack(images), "label": np.stack(labels)}, self.position
+        return {"image": stack(images), "label": stack(labels)}, self.position
 
 
 def prefetch(iterator: Iterator[Any], size: int) -> Iterator[Any]:
@@ -227,7 +232,7 @@ class ReadBatches:
                 self.process_count))
             images.append(x)
             labels.append(y)
-        return {"image": np.stack(images), "label": np.stack(labels)}
+        return {"image": stack(images), "label": stack(labels)}
 
 
 class WorkerBatchIterator:

@@ -116,9 +116,13 @@ class RawSource:
             bad = next(k for k, b in zip(keys, blobs, strict=True) if len(b) != self.nbytes)
             raise DataError(f"record {bad} of '{self.record['name']}' is not {self.nbytes} "
                             f"bytes (damaged files); prepare it again with --overwrite")
-        flat = np.frombuffer(b"".join(blobs), np.uint8).reshape(len(keys), self.nbytes)
-        labels = flat[:, :LABEL_BYTES].copy().view("<i4")[:, 0].astype(np.int32)
-        return flat[:, LABEL_BYTES:].reshape(len(keys), *self.shape), labels
+        images = np.empty((len(keys), *self.shape), np.uint8)  # contiguous: one copy
+        flat = images.reshape(len(keys), -1)
+        for i, blob in enumerate(blobs):
+            flat[i] = np.frombuffer(blob, np.uint8, offset=LABEL_BYTES)
+        labels = np.array([int.from_bytes(b[:LABEL_BYTES], "little", signed=True)
+                           for b in blobs], np.int32)
+        return images, labels
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         images, labels = self.read(np.array([i]))
