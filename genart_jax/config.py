@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.channels = 1
     c.data.cache = True  # keep the preprocessed split in host memory (small datasets)
     c.data.prefetch = 2  # batches prepared ahead on a background thread (and per worker)
-    c.data.workers = -1  # streaming reader processes (grain); -1: auto (one per spare core)
+    c.data.workers = 0  # streaming reader processes (grain); 0: read on the prefetch thread
     c.data.on_device = False  # keep the whole (cached) split on the devices, gather there
 
     c.train = ml_collections.ConfigDict()
@@ -231,8 +231,8 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
         parse_policy(flat["augment.diffaugment"])
     except ValueError as e:
         raise ConfigError(f"config key 'augment.diffaugment': {e}") from e
-    if flat["data.workers"] < -1 or flat["data.prefetch"] < 0:
-        raise ConfigError(f"data.workers must be >= -1 (-1: auto) and data.prefetch >= 0, got "
+    if flat["data.workers"] < 0 or flat["data.prefetch"] < 0:
+        raise ConfigError(f"data.workers and data.prefetch must be >= 0, got "
                           f"{flat['data.workers']}, {flat['data.prefetch']}")
     for key in ("model.num_classes", "vae.kl_warmup_steps", "vae.beta"):
         if flat[key] < 0:

@@ -205,3 +205,11 @@ def test_streaming_with_a_worker_resumes_bitwise_like_an_uninterrupted_in_proces
     got = run("1", tmp_path / "resumed", 4)
     for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_worker_and_prefetch_counts_are_validated():
+    from genart_jax.config import ConfigError
+
+    for key in ("data.workers", "data.prefetch"):
+        with pytest.raises(ConfigError, match="data.workers and data.prefetch must be >= 0"):
+            tiny_config("dcgan", **{key: "-1"})
