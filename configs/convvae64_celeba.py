@@ -12,7 +12,8 @@ def get_config():
     c = recipe("bench_convvae32")
     c.data.name = "celeb_a"
     c.data.image_size = 64
-    c.data.cache = False
+    c.data.cache = True  # one conversion to the training size, kept as uint8 (streaming needs
+    # images prepared at that size: genart prepare folder ... --size S)
     c.vae.kl_warmup_steps = 5000
     c.vae.eval_split = "validation"
     c.train.steps = 100000

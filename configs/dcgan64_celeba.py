@@ -12,7 +12,8 @@ def get_config():
     c = recipe("bench_dcgan32")
     c.data.name = "celeb_a"
     c.data.image_size = 64
-    c.data.cache = False
+    c.data.cache = True  # one conversion to the training size, kept as uint8 (streaming needs
+    # images prepared at that size: genart prepare folder ... --size S)
     c.train.steps = 30000
     c.train.sample_every = 2000
     return c

@@ -184,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--test-fraction", type=float, default=0.1,
                    help="folder: share of the images held out as split 'test' (per class; "
                         "chosen by file name; default 0.1; 0: none)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="folder: rebuild NAME even if it was prepared from another source, "
+                        "size or channel count")
 
     b = sub.add_parser("bench", help="throughput per device, MFU, drivers, dtypes, fusion, "
                                      "PyTorch peers; writes results.json/.md and plots")
@@ -684,13 +687,15 @@ def _prepare(args) -> int:
     report = prepare_folder(args.path, args.name, data_dir=args.data_dir, size=args.size,
                             channels=args.channels,
                             labels_from_subfolders=args.labels_from_subfolders,
-                            strict=args.strict, test_fraction=args.test_fraction)
-    print(f"{report['name']}: {report['images']} images of {args.size}x{args.size}x"
-          f"{args.channels} ({', '.join(f'{n} {s}' for s, n in report['splits'].items())}), "
+                            strict=args.strict, test_fraction=args.test_fraction,
+                            overwrite=args.overwrite)
+    size, channels = report["size"], report["channels"]  # the data on disk
+    print(f"{report['name']}: {report['images']} images of {size}x{size}x"
+          f"{channels} ({', '.join(f'{n} {s}' for s, n in report['splits'].items())}), "
           f"{len(report['skipped'])} skipped, classes {report['classes']}; "
           f"report {report['data_dir']}/{report['name']}/{REPORT}. Train with --config."
-          f"data.name={report['name']} --config.data.channels={args.channels} "
-          f"--config.data.image_size={args.size}")
+          f"data.name={report['name']} --config.data.channels={channels} "
+          f"--config.data.image_size={size}")
     for item in report["skipped"][:10]:
         print(f"  skipped {item['file']}: {item['reason']}")
     return 0

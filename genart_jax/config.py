@@ -52,7 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.image_size = 32
     c.data.channels = 1
     c.data.cache = True  # keep the preprocessed split in host memory (small datasets)
-    c.data.prefetch = 2  # batches prepared ahead on a background thread
+    c.data.prefetch = 2  # batches prepared ahead on a background thread (and per worker)
+    c.data.workers = 0  # streaming reader processes (grain); 0: read on the prefetch thread
     c.data.on_device = False  # keep the whole (cached) split on the devices, gather there
 
     c.train = ml_collections.ConfigDict()
@@ -238,6 +239,9 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
         parse_policy(flat["augment.diffaugment"])
     except ValueError as e:
         raise ConfigError(f"config key 'augment.diffaugment': {e}") from e
+    if flat["data.workers"] < 0 or flat["data.prefetch"] < 0:
+        raise ConfigError(f"data.workers and data.prefetch must be >= 0, got "
+                          f"{flat['data.workers']}, {flat['data.prefetch']}")
     for key in ("model.num_classes", "vae.kl_warmup_steps", "vae.beta"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")

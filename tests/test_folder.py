@@ -91,6 +91,63 @@ def test_assign_splits_is_deterministic_per_class_and_order_free():
             assign_splits(keys, labels, bad)
 
 
+def test_raw_records_hold_the_decoded_pixels_and_reject_damage(tmp_path):
+    src = make_folder(tmp_path / "art")
+    data = tmp_path / "data"
+    prepare_folder(src, "raw_art", data_dir=str(data), size=8, channels=1,
+                   labels_from_subfolders=True)
+    record = json.loads((data / "raw_art" / "prepared.json").read_text())
+    assert (record["source"], record["size"], record["channels"], record["count"]) == (
+        str(src.resolve()), 8, 1, 12)
+    source = open_source("raw_art", "train", str(data))
+    images, labels = source.read(np.arange(12))
+    files = sorted(p for p in src.rglob("*") if p.suffix in (".png", ".jpg", ".gif")
+                   and p.parent != src and p.name != "truncated.png")
+    np.testing.assert_array_equal(images, np.stack([load_image(p, 8, 1) for p in files]))
+    np.testing.assert_array_equal(labels, [int(p.parent.name == "sun") for p in files])
+    shard = data / "raw_art" / "train.array_record"
+    shard.write_bytes(shard.read_bytes()[:-100])  # a truncated shard: one clear error
+    with pytest.raises(DataError, match="(?s)^[^\n]*raw_art.*prepare it again with --overwrite"
+                       "[^\n]*$"):
+        open_source("raw_art", "train", str(data)).read(np.arange(12))
+
+
+def test_prepare_again_differently_refuses_or_rebuilds_with_overwrite(tmp_path, capsys):
+    src = make_folder(tmp_path / "art")
+    data = str(tmp_path / "data")
+    prepare_folder(src, "art", data_dir=data, size=8)
+    for kw, diff in [({"size": 16}, "size 8 -> 16"), ({"channels": 1}, "channels 3 -> 1")]:
+        with pytest.raises(DataError, match=f"prepared differently.*{diff}.*--overwrite"):
+            prepare_folder(src, "art", data_dir=data, **kw)
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.new("RGB", (9, 9)).save(other / "a.png")
+    assert main(["prepare", "folder", str(other), "--name", "art", "--data_dir", data,
+                 "--size", "8"]) == 2
+    assert "source" in capsys.readouterr().err
+    assert main(["prepare", "folder", str(other), "--name", "art", "--data_dir", data,
+                 "--size", "12", "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert "art: 1 images of 12x12x3" in out and "--config.data.image_size=12" in out
+    assert len(open_source("art", "train", data)) == 1
+
+
+def test_a_config_that_disagrees_with_the_prepared_data_names_both(tmp_path):
+    from genart_jax.config import load_config
+    from genart_jax.data import make_input
+
+    src = make_folder(tmp_path / "art")
+    data = str(tmp_path / "data")
+    prepare_folder(src, "art", data_dir=data, size=8)
+    for cache in ("true", "false"):
+        cfg = load_config("dcgan_digits", {"data.name": "art", "data.data_dir": data,
+                                           "data.image_size": "16", "data.channels": "3",
+                                           "data.cache": cache})
+        with pytest.raises(DataError, match="prepared at 8x8x3 from .*asks data.image_size=16 "
+                                            "data.channels=3.*--size 16 --channels 3"):
+            make_input(cfg.data, global_batch=4, seed=0)
+
+
 def test_prepare_folder_errors(tmp_path):
     src = make_folder(tmp_path / "art")
     with pytest.raises(DataError, match="unreadable image .*sea/notes.txt"):
@@ -126,12 +183,14 @@ def test_a_standard_tfds_name_reads_through_mock_data():
     from genart_jax.config import load_config
     from genart_jax.data import make_input
 
-    cfg = load_config("dcgan_mnist", {"data.image_size": "16"})
+    # Streaming at the stored 28 px; in this process (mock data are not seen by workers).
+    cfg = load_config("dcgan_mnist", {"data.image_size": "28", "data.cache": "false",
+                                      "data.workers": "0"})
     with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
         it, n = make_input(cfg.data, global_batch=8, seed=0)
         batch, _ = next(it)
-    assert n == 40 and batch["image"].shape == (1, 8, 16, 16, 1)
-    assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+    assert n == 40 and batch["image"].shape == (1, 8, 28, 28, 1)
+    assert batch["image"].dtype == np.uint8
 
 
 @pytest.mark.slow

@@ -90,6 +90,11 @@ def open_source(name: str, split: str, data_dir: str = "") -> Sequence[dict[str,
     """A random-access sequence of examples {"image": uint8 (H, W, C), "label": int, ...}."""
 
     root = resolve_data_dir(data_dir)
+    from genart_jax.data.records import RawSource, read_record
+
+    record = read_record(root / name)
+    if record is not None:  # prepared by `genart prepare folder`: raw uint8 records
+        return RawSource(root / name, record, split)
     if name in EMBEDDED:
         builder = _embedded_builder(name, root)
         if split not in builder.info.splits:
@@ -115,6 +120,8 @@ def open_source(name: str, split: str, data_dir: str = "") -> Sequence[dict[str,
 def read_examples(source: Sequence[dict[str, Any]], indices: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (k, H, W, C), labels int32 (k,)) for `indices` of `source`."""
+    if hasattr(source, "read"):  # a RawSource: one copy of the records' bytes
+        return source.read(indices)
     keys = [int(i) for i in indices]
     getitems = getattr(source, "__getitems__", None)
     try:

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from genart_jax import checkpoint, history
 from genart_jax.config import flatten, to_json
 from genart_jax.data import Position, check_label_range, make_input, prefetch
-from genart_jax.data.pipeline import load_cached
+from genart_jax.data.convert import to_model_range_np
+from genart_jax.data.pipeline import describe_input, load_cached
 from genart_jax.parallel import any_process, describe_devices
 from genart_jax.train.families import family_of
 from genart_jax.train.preemption import PreemptionGuard
@@ -167,6 +168,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         group=family.batches_per_step(cfg),
         process_index=jax.process_index(), process_count=jax.process_count(),
         position=position, cached=cached)
+    log(describe_input(cfg.data, iterator, num_examples, cached))
     if cfg.data.on_device:  # the split lives on the devices; batches are gathered there
         resident = driver.put_dataset(cached[0])
 
@@ -207,8 +209,8 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                 check_label_range(batch["label"], cfg.model.num_classes)
                 if real is None:
                     first = batch["image"][0][:16]
-                    real = (cached[0][first] if cfg.data.on_device else first,
-                            batch["label"][0][:16])
+                    real = (to_model_range_np(cached[0][first] if cfg.data.on_device
+                                              else first), batch["label"][0][:16])
                 state, metrics = driver.step(state, to_device(batch))
                 if step == start + 1:  # the first call compiles; keep it out of the throughput
                     jax.block_until_ready(metrics)
