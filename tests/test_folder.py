@@ -65,7 +65,7 @@ def test_prepare_folder_skips_and_reports_bad_files(tmp_path):
     again = prepare_folder(src, "my_art", data_dir=str(tmp_path / "data"), size=16,
                            labels_from_subfolders=True)
     assert again == report
-    with pytest.raises(DataError, match="prepared with --test-fraction 0.1"):
+    with pytest.raises(DataError, match=r"prepared differently \(test_fraction 0.1 -> 0.2\)"):
         prepare_folder(src, "my_art", data_dir=str(tmp_path / "data"), size=16,
                        labels_from_subfolders=True, test_fraction=0.2)
 
@@ -95,7 +95,7 @@ def test_raw_records_hold_the_decoded_pixels_and_reject_damage(tmp_path):
     src = make_folder(tmp_path / "art")
     data = tmp_path / "data"
     prepare_folder(src, "raw_art", data_dir=str(data), size=8, channels=1,
-                   labels_from_subfolders=True)
+                   labels_from_subfolders=True, test_fraction=0.0)
     record = json.loads((data / "raw_art" / "prepared.json").read_text())
     assert (record["source"], record["size"], record["channels"], record["count"]) == (
         str(src.resolve()), 8, 1, 12)
@@ -183,8 +183,9 @@ def test_a_standard_tfds_name_reads_through_mock_data():
     from genart_jax.config import load_config
     from genart_jax.data import make_input
 
-    # Streaming at the stored 28 px; in this process (mock data are not seen by workers).
-    cfg = load_config("dcgan_mnist", {"data.image_size": "28", "data.cache": "false",
+    # Streaming at the stored 28 px (an MLP VAE: a DCGAN needs 4 * 2^k); in this process (mock
+    # data are not seen by workers).
+    cfg = load_config("vae_mnist", {"data.image_size": "28", "data.cache": "false",
                                       "data.workers": "0"})
     with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
         it, n = make_input(cfg.data, global_batch=8, seed=0)
