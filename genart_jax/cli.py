@@ -768,11 +768,9 @@ def quiet_library_noise() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from genart_jax.cpu_convolutions import use_eigen_convolutions
-    from genart_jax.host_memory import keep_freed_memory_unless_opted_out
+    from genart_jax.cpu_tuning import tune_for_cpu
 
-    keep_freed_memory_unless_opted_out()  # before JAX starts its threads: see host_memory
-    use_eigen_convolutions()  # before JAX reads XLA_FLAGS: see cpu_convolutions
+    tune_for_cpu()  # before JAX starts its threads and reads XLA_FLAGS: see cpu_tuning
     from genart_jax.checkpoint import CheckpointError
     from genart_jax.classifier import ClassifierError
     from genart_jax.config import ConfigError

@@ -68,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.ema_halflife_kimg = 10.0  # generator EMA half-life in thousands of images
     c.train.ema_rampup = 0.05  # half-life at most this fraction of images seen; 0 = off
     c.train.nonfinite = "stop"  # on a NaN/Inf loss or gradient: "stop" or "skip" the update
+    c.train.steps_per_call = 0  # steps fused into one compiled call; 0 = per backend (loop.py)
 
     c.augment = ml_collections.ConfigDict()
     c.augment.flip = False  # GAN: random horizontal flips of real images
@@ -246,7 +247,7 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
     for key in ("train.steps", "train.sample_every", "checkpoint.every_steps",
-                "checkpoint.every_minutes"):
+                "checkpoint.every_minutes", "train.steps_per_call"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
 

@@ -27,6 +27,7 @@ from genart_jax.data.convert import to_model_range_np
 from genart_jax.data.pipeline import describe_input, load_cached
 from genart_jax.parallel import any_process, describe_devices
 from genart_jax.train.families import family_of
+from genart_jax.train.feed import DriverPerSize, call_sizes, feed, resolve_steps_per_call
 from genart_jax.train.preemption import PreemptionGuard
 from genart_jax.workdir_lock import WorkdirLock
 
@@ -133,7 +134,10 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
             print(text, flush=True)
 
     family = family_of(cfg)
-    driver, init_fn = family.build_training(cfg, devices)
+    periods = (cfg.train.log_every, cfg.train.sample_every, cfg.checkpoint.every_steps)
+    k = resolve_steps_per_call(cfg.train.steps_per_call, periods=periods)
+    driver, init_fn = family.build_training(cfg, devices, k)
+    drivers = DriverPerSize(lambda n: family.build_training(cfg, devices, n)[0], driver, k)
     if not resume and main:
         moved = _move_aside(workdir)
         if moved:
@@ -172,10 +176,11 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     if cfg.data.on_device:  # the split lives on the devices; batches are gathered there
         resident = driver.put_dataset(cached[0])
 
-        def to_device(batch):
-            return driver.gather_batch(resident, batch)
+        def on_device(n: int, placed: Any) -> Any:
+            return drivers(n).gather_placed(resident, placed)
     else:
-        to_device = driver.put_batch
+        def on_device(n: int, placed: Any) -> Any:
+            return placed
     if main:
         (workdir / "samples").mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(to_json(cfg))
@@ -184,7 +189,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         f"({num_examples} images, "
         f"{cfg.data.image_size}x{cfg.data.image_size}x{cfg.data.channels}) from step {start} "
         f"to {steps}, global batch {cfg.train.batch_size} over {driver.num_devices} "
-        f"device(s), driver {driver.name}; writing to {workdir}")
+        f"device(s), driver {driver.name}, {k} step(s) per call; writing to {workdir}")
 
     def save(step: int, host_state: Any) -> Path:
         if cfg.train.nonfinite == "stop" and int(host_state.nonfinite_count):
@@ -196,7 +201,10 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     key_a, key_b = family.progress
     real = None  # a few training images, for reconstruction grids
     multi = jax.process_count() > 1
-    batches = prefetch(iterator, cfg.data.prefetch)
+    sizes = call_sizes(start, steps, k, periods)
+    calls = feed(prefetch(iterator, cfg.data.prefetch), sizes,
+                 lambda n, batch: drivers(n).put_batch(batch),
+                 check=lambda batch: check_label_range(batch["label"], cfg.model.num_classes))
     bar = tqdm(total=steps, initial=start, disable=not (progress and main), unit="step",
                dynamic_ncols=True)
     last: dict[str, float] = {}
@@ -204,21 +212,23 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     t_log, step_log = time.perf_counter(), start
     try:
         with PreemptionGuard() as guard:
-            for step in range(start + 1, steps + 1):
-                batch, position = next(batches)
-                check_label_range(batch["label"], cfg.model.num_classes)
+            step = start
+            for call in calls:  # calls end at logged, sampled and saved steps (feed.py)
+                position = call.position
                 if real is None:
-                    first = batch["image"][0][:16]
+                    first = call.first["image"][0][:16]
                     real = (to_model_range_np(cached[0][first] if cfg.data.on_device
-                                              else first), batch["label"][0][:16])
-                state, metrics = driver.step(state, to_device(batch))
-                if step == start + 1:  # the first call compiles; keep it out of the throughput
+                                              else first), call.first["label"][0][:16])
+                state, metrics = drivers(call.steps).step(
+                    state, on_device(call.steps, call.batch))
+                step += call.steps
+                if step == start + call.steps:  # the first call compiles; not throughput
                     jax.block_until_ready(metrics)
                     compile_s = time.perf_counter() - t_log
                     t_log, step_log = time.perf_counter(), step
                 logged = step % cfg.train.log_every == 0 or step == steps
                 if logged:
-                    last = driver.get_metrics(metrics)
+                    last = drivers(call.steps).get_metrics(metrics)
                     now = time.perf_counter()
                     rate = (step - step_log) * images_per_step / max(now - t_log, 1e-9)
                     t_log, step_log = now, step
@@ -228,7 +238,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                                      "img_s": f"{rate:.0f}"}, refresh=False)
                     if last["nonfinite_count"] and cfg.train.nonfinite == "stop":
                         _raise_diverged(driver.get_state(state), last)
-                bar.update(1)
+                bar.update(call.steps)
                 # Decisions that depend on time or signals are taken together by all
                 # processes (at logged steps), or the collective save would hang.
                 stop = guard.signum is not None
@@ -261,7 +271,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         raise
     finally:
         bar.close()
-        batches.close()
+        calls.close()
 
     host_state = driver.get_state(state)
     final = int(host_state.step)
