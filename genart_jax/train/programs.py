@@ -23,11 +23,12 @@ _DONATED = re.compile(r"jax\.buffer_donor\s*=\s*true|tf\.aliasing_output")
 
 
 def abstract_batch(cfg: Any, k: int = 1) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes of one call's host batch: ([k,] d_steps, global batch, H, W, C) images."""
+    """Shapes of one call's host batch: ([k,] d_steps, global batch, H, W, C) uint8 images, as
+    the input pipeline delivers them (the step scales them to the model's range)."""
     s, c, b = cfg.data.image_size, cfg.data.channels, cfg.train.batch_size
     lead = (k,) if k > 1 else ()
     shape = (*lead, cfg.train.d_steps, b, s, s, c)
-    return {"image": jax.ShapeDtypeStruct(shape, np.float32),
+    return {"image": jax.ShapeDtypeStruct(shape, np.uint8),
             "label": jax.ShapeDtypeStruct(shape[:-3], np.int32)}
 
 
