@@ -107,7 +107,10 @@ class BatchIterator:
 
 
 def prefetch(iterator: Iterator[Any], size: int) -> Iterator[Any]:
-    """Run `iterator` on a daemon thread, `size` items ahead; errors re-raise in the caller."""
+    """Run `iterator` on a daemon thread, `size` items ahead; errors re-raise in the caller.
+    Closing the result stops the thread and waits for it (and closes `iterator`), so no thread
+    is left inside a JAX or reader call when the interpreter exits: a thread killed there at
+    exit aborts the process ("terminate called after throwing ...")."""
     if size <= 0:
         yield from iterator
         return
@@ -115,21 +118,28 @@ def prefetch(iterator: Iterator[Any], size: int) -> Iterator[Any]:
     stop = threading.Event()
     done = object()
 
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work():
         try:
             for item in iterator:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
         except BaseException as e:  # handed to the consumer
-            q.put(e)
+            put(e)
             return
-        q.put(done)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        put(done)
 
     thread = threading.Thread(target=work, daemon=True, name="genart-prefetch")
     thread.start()
@@ -143,6 +153,7 @@ def prefetch(iterator: Iterator[Any], size: int) -> Iterator[Any]:
             yield item
     finally:
         stop.set()
+        thread.join(timeout=30)
 
 
 def check_label_range(labels: np.ndarray, num_classes: int) -> None:
