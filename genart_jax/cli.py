@@ -33,10 +33,27 @@ def _split_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[
     return out
 
 
+
 def _parser() -> argparse.ArgumentParser:
+    """The `genart` parser: each subcommand's flags are defined by its `_add_*` function, next
+    to its handler (the COMMANDS table below)."""
     p = argparse.ArgumentParser(prog="genart", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return p
 
+
+def _restore(args):
+    """(config, host state, step) of `--workdir`'s checkpoint `--step` (default: the latest)."""
+    from genart_jax.train.workdir import restore_workdir
+
+    cfg, state, _, step = restore_workdir(args.workdir, args.step)
+    return cfg, state, step
+
+
+def _add_train(sub) -> None:
+    """The flags of `genart train`."""
     t = sub.add_parser("train", help="train a model from a config",
                        epilog=f"Any config value can be set with {USAGE_OVERRIDES}.")
     t.add_argument("--config", default=None,
@@ -51,239 +68,6 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-resume", action="store_true",
                    help="start over even if the workdir has checkpoints (the old run is moved "
                         "to WORKDIR/replaced-TIME/)")
-
-    s = sub.add_parser("sample", help="write a grid of samples from a trained workdir or an "
-                                      "exported generator")
-    src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--workdir", help="training workdir (latest checkpoint, or --step)")
-    src.add_argument("--from-export", help="a .msgpack written by `genart export`")
-    s.add_argument("--out", required=True, help="PNG file to write")
-    s.add_argument("--num", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    s.add_argument("--no-ema", action="store_true",
-                   help="use the raw generator weights instead of their moving average")
-    s.add_argument("--theme", default=None,
-                   help="class(es) of a conditional model: 3, or 1,4,7 for one per column "
-                        "(default: every class, column c is class c)")
-    s.add_argument("--truncation", type=float, default=None, metavar="PSI",
-                   help="GAN: pull latents toward the prior's mean by PSI (1 = off)")
-    s.add_argument("--interpolate", action="store_true",
-                   help="GAN: rows of slerp between seeded endpoints (--num // --frames rows)")
-    s.add_argument("--frames", type=int, default=8, help="with --interpolate: images per row")
-    s.add_argument("--direction", default=None, metavar="FILE.npy",
-                   help="GAN: add --strength times this latent direction (e.g. from "
-                        "`genart feedback --save-direction`)")
-    s.add_argument("--strength", type=float, default=1.0)
-
-    v = sub.add_parser(
-        "eval", help="sample quality (FID, KID, precision/recall in a classifier's features) "
-                     "of a GAN or VAE; for a VAE also -ELBO and the K-sample IWAE bound",
-        description="genart eval --workdir W [--metrics fid,kid,pr]: samples of the model vs "
-                    "held-out real images, in the features of a classifier trained with "
-                    "`genart train-classifier` (or your own --extractor). A VAE workdir "
-                    "reports its likelihood bounds, and the metrics when --metrics is given. "
-                    "--reference SPLIT scores real images of SPLIT instead of a model.")
-    src = v.add_mutually_exclusive_group(required=True)
-    src.add_argument("--workdir", help="training workdir (latest checkpoint, or --step)")
-    src.add_argument("--reference", metavar="SPLIT", default=None,
-                     help="no model: score the real images of SPLIT against the held-out "
-                          "split (a real-vs-real baseline; data from --data/--image-size/"
-                          "--channels)")
-    v.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    v.add_argument("--samples", type=int, default=None,
-                   help="VAE: K importance samples (default: config vae.eval_samples)")
-    v.add_argument("--split", default=None, help="held-out split of real images (default: "
-                   "config vae.eval_split for a VAE, 'test' otherwise)")
-    v.add_argument("--limit", type=int, default=None, help="use the first N real images only")
-    v.add_argument("--metrics", default=None,
-                   help="comma-separated subset of fid,kid,pr (default: all for a GAN or "
-                        "--reference; none for a VAE)")
-    v.add_argument("--classifier", default=None, help="folder written by `genart "
-                   "train-classifier` (default: runs/classifier_DATA_SIZE)")
-    v.add_argument("--extractor", default=None, metavar="NAME",
-                   help="the feature space: 'classifier' (genart train-classifier), 'selfsup' "
-                        "(genart train-features), 'inception' (the FID Inception-v3, weights "
-                        "in --extractor-params FILE.npz|.safetensors), or your own Flax "
-                        "module package.module:ClassName (default: the classifier if one is "
-                        "trained for the data, else the self-supervised encoder)")
-    v.add_argument("--extractor-params", default=None,
-                   help="selfsup: its folder (default: runs/features_DATA_SIZE); inception: "
-                        "the weights file; a module: its params (flax msgpack)")
-    v.add_argument("--extractor-kwargs", default=None,
-                   help="JSON file of its constructor arguments (default: none)")
-    v.add_argument("--num", type=int, default=None,
-                   help="generated images (default: as many as real images)")
-    v.add_argument("--seed", type=int, default=0, help="seed of the generated images and KID")
-    v.add_argument("--no-ema", action="store_true",
-                   help="GAN: the raw generator weights instead of their moving average")
-    v.add_argument("--data", default="digits", help="--reference: dataset name")
-    v.add_argument("--image-size", type=int, default=32, help="--reference: image size")
-    v.add_argument("--channels", type=int, default=1, choices=(1, 3),
-                   help="--reference: channels")
-
-    c = sub.add_parser("train-classifier",
-                       help="train the CNN whose features the quality metrics use",
-                       description="Trains a small CNN on a labelled dataset's train split, "
-                                   "reports its held-out accuracy and saves it (Orbax params "
-                                   "+ classifier.json) for `genart eval --metrics`.")
-    c.add_argument("--data", default="digits", help="dataset name (default: digits)")
-    c.add_argument("--image-size", type=int, default=32,
-                   help="square size in pixels, as the models you evaluate (default: 32)")
-    c.add_argument("--channels", type=int, default=1, choices=(1, 3))
-    c.add_argument("--data_dir", default="", help="prepared data (default: $TFDS_DATA_DIR or "
-                   "~/tensorflow_datasets)")
-    c.add_argument("--out", default=None,
-                   help="output folder (default: runs/classifier_DATA_SIZE)")
-    c.add_argument("--steps", type=int, default=500)
-    c.add_argument("--batch-size", type=int, default=64)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--width", type=int, default=16, help="channels of the first conv stage")
-    c.add_argument("--feature-dim", type=int, default=128, help="width of the feature layer")
-    c.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    f = sub.add_parser("train-features",
-                       help="train the self-supervised (SimCLR) encoder whose features the "
-                            "quality metrics use on data without labels",
-                       description="Trains a small CNN with SimCLR's contrastive objective on a "
-                                   "dataset's train split (no labels needed) and saves it "
-                                   "(Orbax params + features.json) for `genart eval`.")
-    f.add_argument("--data", default="digits", help="dataset name (default: digits)")
-    f.add_argument("--image-size", type=int, default=32,
-                   help="square size in pixels, as the models you evaluate (default: 32)")
-    f.add_argument("--channels", type=int, default=1, choices=(1, 3))
-    f.add_argument("--data_dir", default="", help="prepared data (default: $TFDS_DATA_DIR or "
-                   "~/tensorflow_datasets)")
-    f.add_argument("--out", default=None, help="output folder (default: runs/features_DATA_SIZE)")
-    f.add_argument("--steps", type=int, default=1000)
-    f.add_argument("--batch-size", type=int, default=128)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--width", type=int, default=16, help="channels of the first conv stage")
-    f.add_argument("--feature-dim", type=int, default=128, help="width of the feature layer")
-    f.add_argument("--temperature", type=float, default=0.5, help="NT-Xent temperature")
-    f.add_argument("--augment", default="translation,cutout",
-                   help="views: comma-separated subset of color,translation,cutout")
-    f.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    r = sub.add_parser(
-        "prepare", help="prepare a TFDS dataset, or a folder of your own images, once",
-        description="genart prepare NAME (a TFDS dataset; needs the [prepare] extra) or "
-                    "genart prepare folder PATH --name NAME (your images; no TensorFlow)")
-    r.add_argument("what", help="a TFDS dataset name, or the word 'folder'")
-    r.add_argument("path", nargs="?", default=None, help="with 'folder': the image folder")
-    r.add_argument("--data_dir", default="", help="where prepared data go (default: "
-                   "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
-    r.add_argument("--manual-dir", default=None, help="TFDS: files downloaded by hand")
-    r.add_argument("--name", default=None, help="folder: the dataset's name (lower_snake_case)")
-    r.add_argument("--size", type=int, default=64, help="folder: square side in pixels")
-    r.add_argument("--channels", type=int, default=3, choices=(1, 3))
-    r.add_argument("--labels-from-subfolders", action="store_true",
-                   help="folder: each subfolder is a class (theme)")
-    r.add_argument("--strict", action="store_true",
-                   help="folder: stop at the first unreadable file instead of skipping it")
-    r.add_argument("--test-fraction", type=float, default=0.1,
-                   help="folder: share of the images held out as split 'test' (per class; "
-                        "chosen by file name; default 0.1; 0: none)")
-    r.add_argument("--overwrite", action="store_true",
-                   help="folder: rebuild NAME even if it was prepared from another source, "
-                        "size or channel count")
-
-    b = sub.add_parser("bench", help="throughput per device, MFU, drivers, dtypes, fusion, "
-                                     "PyTorch peers; writes results.json/.md and plots")
-    b.add_argument("--configs", default="bench_dcgan32", help="comma-separated config names")
-    b.add_argument("--devices", default=None, help="device counts, e.g. 1,8 (default: 1 and all)")
-    b.add_argument("--drivers", default="shard_map,pmap")
-    b.add_argument("--dtypes", default="float32,bfloat16")
-    b.add_argument("--steps-per-call", default="1,4", help="k steps fused per call, e.g. 1,4")
-    b.add_argument("--batches", default=None, help="global batch sizes (default: the config's)")
-    b.add_argument("--steps", type=int, default=20, help="timed steps per case (at least)")
-    b.add_argument("--rounds", type=int, default=4,
-                   help="the timed steps are split over this many rounds that interleave all "
-                        "cases and peers of a config")
-    b.add_argument("--warmup", type=int, default=3)
-    b.add_argument("--no-peers", action="store_true", help="skip the PyTorch references")
-    b.add_argument("--out", default="benchmarks/results/latest")
-
-    e = sub.add_parser("export", help="write the generator alone (.msgpack + .json config)")
-    e.add_argument("--workdir", required=True)
-    e.add_argument("--out", required=True, help="FILE.msgpack; FILE.json is written beside it")
-    e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    e.add_argument("--no-ema", action="store_true", help="export the raw generator weights")
-    f = sub.add_parser("feedback", help="rate numbered samples of a GAN; each round is drawn "
-                                        "from a distribution refit to what you liked")
-    f.add_argument("--workdir", required=True, help="trained GAN workdir (session in "
-                   "WORKDIR/feedback/)")
-    f.add_argument("--like", default=None, help="sample numbers you like, e.g. 3,7")
-    f.add_argument("--dislike", default=None, help="sample numbers you dislike, e.g. 1")
-    f.add_argument("--ratings", default=None, help='JSON file {"like": [...], "dislike": [...]}')
-    f.add_argument("--num", type=int, default=None,
-                   help="samples per new round (default: as the last round, 64 at first)")
-    f.add_argument("--seed", type=int, default=None, help="new sessions only (default 0)")
-    f.add_argument("--step", type=int, default=None, help="new sessions: checkpoint step")
-    f.add_argument("--no-ema", action="store_true", help="new sessions: raw generator weights")
-    f.add_argument("--smoothing", type=float, default=None,
-                   help="new sessions: CEM step size a in (0, 1] (default 0.9)")
-    f.add_argument("--std-floor", type=float, default=None,
-                   help="new sessions: smallest latent std (default 0.3)")
-    f.add_argument("--contraction", type=float, default=None,
-                   help="new sessions: std shrink per rated round in (0, 1] (default 0.6)")
-    f.add_argument("--screen", type=int, default=None,
-                   help="new sessions: proposals per sample kept by the preference model "
-                        "(default 16; 1 = off)")
-    f.add_argument("--ridge", type=float, default=None,
-                   help="new sessions: ridge strength of the preference model (default 1)")
-    f.add_argument("--save-direction", default=None, metavar="FILE.npy",
-                   help="write the liked-minus-disliked latent direction")
-    f.add_argument("--finetune", type=int, default=None, metavar="STEPS",
-                   help="distil the refit distribution into a new checkpoint "
-                        "WORKDIR/feedback/finetuned-roundK")
-
-    d = sub.add_parser(
-        "directions", help="per-class latent directions of an unconditional GAN, found with "
-                           "a classifier",
-        description="Generates --num prior samples, classifies them, and writes for each class "
-                    "K the latent direction mean(latents classified K) - mean(the rest) to "
-                    "OUT/class_K.npy (for `genart sample --direction`), OUT/directions.json "
-                    "and OUT/directions.png (a row per class: the same latents pushed by its "
-                    "direction).")
-    d.add_argument("--workdir", required=True, help="trained unconditional GAN workdir")
-    d.add_argument("--classifier", default=None, help="folder written by `genart "
-                   "train-classifier` (default: runs/classifier_DATA_SIZE)")
-    d.add_argument("--num", type=int, default=4096, help="prior samples to classify")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    d.add_argument("--no-ema", action="store_true", help="use the raw generator weights")
-    d.add_argument("--strength", type=float, default=2.0, help="strength shown in the PNG")
-    d.add_argument("--columns", type=int, default=8, help="latents per row of the PNG")
-    d.add_argument("--report", nargs="?", const="1,2,3", default=None, metavar="STRENGTHS",
-                   help="also print, per class, the share of --report-num held-out prior "
-                        "samples classified as it before and after adding its direction at "
-                        "these strengths (default 1,2,3)")
-    d.add_argument("--report-num", type=int, default=256)
-    d.add_argument("--out", required=True, help="output folder")
-
-    st = sub.add_parser("studio", help="a local web page to steer a GAN (rate, themes, "
-                        "truncation, directions, walks, fine-tune) and look at the run",
-                        description="Serves the feedback session of WORKDIR (the same "
-                        "WORKDIR/feedback/ files as `genart feedback`) and the run's files on "
-                        "http://HOST:PORT/?token=...; the token is printed at start.")
-    st.add_argument("--workdir", required=True, help="trained GAN workdir")
-    st.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    st.add_argument("--host", default="127.0.0.1", help="address to listen on (other than "
-                    "127.0.0.1: anyone who can reach it with the token can use it)")
-    st.add_argument("--num", type=int, default=16, help="samples in a new session's rounds")
-    st.add_argument("--directions", default=None, help="folder of `genart directions` "
-                    "(default: WORKDIR/directions)")
-    st.add_argument("--seed", type=int, default=None, help="new sessions only (default 0)")
-    return p
-
-
-def _restore(args):
-    """(config, host state, step) of `--workdir`'s checkpoint `--step` (default: the latest)."""
-    from genart_jax.train.workdir import restore_workdir
-
-    cfg, state, _, step = restore_workdir(args.workdir, args.step)
-    return cfg, state, step
 
 
 def _train(args, overrides: dict[str, str]) -> int:
@@ -309,6 +93,33 @@ def _train(args, overrides: dict[str, str]) -> int:
             raise
         raise found from e
     return 0
+
+
+def _add_sample(sub) -> None:
+    """The flags of `genart sample`."""
+    s = sub.add_parser("sample", help="write a grid of samples from a trained workdir or an "
+                                      "exported generator")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="training workdir (latest checkpoint, or --step)")
+    src.add_argument("--from-export", help="a .msgpack written by `genart export`")
+    s.add_argument("--out", required=True, help="PNG file to write")
+    s.add_argument("--num", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    s.add_argument("--no-ema", action="store_true",
+                   help="use the raw generator weights instead of their moving average")
+    s.add_argument("--theme", default=None,
+                   help="class(es) of a conditional model: 3, or 1,4,7 for one per column "
+                        "(default: every class, column c is class c)")
+    s.add_argument("--truncation", type=float, default=None, metavar="PSI",
+                   help="GAN: pull latents toward the prior's mean by PSI (1 = off)")
+    s.add_argument("--interpolate", action="store_true",
+                   help="GAN: rows of slerp between seeded endpoints (--num // --frames rows)")
+    s.add_argument("--frames", type=int, default=8, help="with --interpolate: images per row")
+    s.add_argument("--direction", default=None, metavar="FILE.npy",
+                   help="GAN: add --strength times this latent direction (e.g. from "
+                        "`genart feedback --save-direction`)")
+    s.add_argument("--strength", type=float, default=1.0)
 
 
 def _sample(args) -> int:
@@ -375,6 +186,29 @@ def _data_config(name: str, image_size: int, channels: int, data_dir: str = ""):
     return data
 
 
+def _add_train_classifier(sub) -> None:
+    """The flags of `genart train-classifier`."""
+    c = sub.add_parser("train-classifier",
+                       help="train the CNN whose features the quality metrics use",
+                       description="Trains a small CNN on a labelled dataset's train split, "
+                                   "reports its held-out accuracy and saves it (Orbax params "
+                                   "+ classifier.json) for `genart eval --metrics`.")
+    c.add_argument("--data", default="digits", help="dataset name (default: digits)")
+    c.add_argument("--image-size", type=int, default=32,
+                   help="square size in pixels, as the models you evaluate (default: 32)")
+    c.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    c.add_argument("--data_dir", default="", help="prepared data (default: $TFDS_DATA_DIR or "
+                   "~/tensorflow_datasets)")
+    c.add_argument("--out", default=None,
+                   help="output folder (default: runs/classifier_DATA_SIZE)")
+    c.add_argument("--steps", type=int, default=500)
+    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--width", type=int, default=16, help="channels of the first conv stage")
+    c.add_argument("--feature-dim", type=int, default=128, help="width of the feature layer")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _train_classifier(args) -> int:
     from genart_jax.classifier import default_dir, train_classifier
 
@@ -389,6 +223,32 @@ def _train_classifier(args) -> int:
           f"{meta['test_accuracy']:.4f} on {meta['test_split']} ({meta['test_examples']} "
           f"images), {meta['train_accuracy']:.4f} on {meta['train_split']}; saved to {out}")
     return 0
+
+
+def _add_train_features(sub) -> None:
+    """The flags of `genart train-features`."""
+    f = sub.add_parser("train-features",
+                       help="train the self-supervised (SimCLR) encoder whose features the "
+                            "quality metrics use on data without labels",
+                       description="Trains a small CNN with SimCLR's contrastive objective on a "
+                                   "dataset's train split (no labels needed) and saves it "
+                                   "(Orbax params + features.json) for `genart eval`.")
+    f.add_argument("--data", default="digits", help="dataset name (default: digits)")
+    f.add_argument("--image-size", type=int, default=32,
+                   help="square size in pixels, as the models you evaluate (default: 32)")
+    f.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    f.add_argument("--data_dir", default="", help="prepared data (default: $TFDS_DATA_DIR or "
+                   "~/tensorflow_datasets)")
+    f.add_argument("--out", default=None, help="output folder (default: runs/features_DATA_SIZE)")
+    f.add_argument("--steps", type=int, default=1000)
+    f.add_argument("--batch-size", type=int, default=128)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--width", type=int, default=16, help="channels of the first conv stage")
+    f.add_argument("--feature-dim", type=int, default=128, help="width of the feature layer")
+    f.add_argument("--temperature", type=float, default=0.5, help="NT-Xent temperature")
+    f.add_argument("--augment", default="translation,cutout",
+                   help="views: comma-separated subset of color,translation,cutout")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _train_features(args) -> int:
@@ -477,6 +337,55 @@ def _sample_latents(args, dim: int):
     return z, ncols
 
 
+def _add_eval(sub) -> None:
+    """The flags of `genart eval`."""
+    v = sub.add_parser(
+        "eval", help="sample quality (FID, KID, precision/recall in a classifier's features) "
+                     "of a GAN or VAE; for a VAE also -ELBO and the K-sample IWAE bound",
+        description="genart eval --workdir W [--metrics fid,kid,pr]: samples of the model vs "
+                    "held-out real images, in the features of a classifier trained with "
+                    "`genart train-classifier` (or your own --extractor). A VAE workdir "
+                    "reports its likelihood bounds, and the metrics when --metrics is given. "
+                    "--reference SPLIT scores real images of SPLIT instead of a model.")
+    src = v.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="training workdir (latest checkpoint, or --step)")
+    src.add_argument("--reference", metavar="SPLIT", default=None,
+                     help="no model: score the real images of SPLIT against the held-out "
+                          "split (a real-vs-real baseline; data from --data/--image-size/"
+                          "--channels)")
+    v.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    v.add_argument("--samples", type=int, default=None,
+                   help="VAE: K importance samples (default: config vae.eval_samples)")
+    v.add_argument("--split", default=None, help="held-out split of real images (default: "
+                   "config vae.eval_split for a VAE, 'test' otherwise)")
+    v.add_argument("--limit", type=int, default=None, help="use the first N real images only")
+    v.add_argument("--metrics", default=None,
+                   help="comma-separated subset of fid,kid,pr (default: all for a GAN or "
+                        "--reference; none for a VAE)")
+    v.add_argument("--classifier", default=None, help="folder written by `genart "
+                   "train-classifier` (default: runs/classifier_DATA_SIZE)")
+    v.add_argument("--extractor", default=None, metavar="NAME",
+                   help="the feature space: 'classifier' (genart train-classifier), 'selfsup' "
+                        "(genart train-features), 'inception' (the FID Inception-v3, weights "
+                        "in --extractor-params FILE.npz|.safetensors), or your own Flax "
+                        "module package.module:ClassName (default: the classifier if one is "
+                        "trained for the data, else the self-supervised encoder)")
+    v.add_argument("--extractor-params", default=None,
+                   help="selfsup: its folder (default: runs/features_DATA_SIZE); inception: "
+                        "the weights file; a module: its params (flax msgpack)")
+    v.add_argument("--extractor-kwargs", default=None,
+                   help="JSON file of its constructor arguments (default: none)")
+    v.add_argument("--num", type=int, default=None,
+                   help="generated images (default: as many as real images)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the generated images and KID")
+    v.add_argument("--no-ema", action="store_true",
+                   help="GAN: the raw generator weights instead of their moving average")
+    v.add_argument("--data", default="digits", help="--reference: dataset name")
+    v.add_argument("--image-size", type=int, default=32, help="--reference: image size")
+    v.add_argument("--channels", type=int, default=1, choices=(1, 3),
+                   help="--reference: channels")
+
+
 def _eval(args) -> int:
     import json
 
@@ -543,6 +452,38 @@ def _eval(args) -> int:
     return 0
 
 
+def _add_feedback(sub) -> None:
+    """The flags of `genart feedback`."""
+    f = sub.add_parser("feedback", help="rate numbered samples of a GAN; each round is drawn "
+                                        "from a distribution refit to what you liked")
+    f.add_argument("--workdir", required=True, help="trained GAN workdir (session in "
+                   "WORKDIR/feedback/)")
+    f.add_argument("--like", default=None, help="sample numbers you like, e.g. 3,7")
+    f.add_argument("--dislike", default=None, help="sample numbers you dislike, e.g. 1")
+    f.add_argument("--ratings", default=None, help='JSON file {"like": [...], "dislike": [...]}')
+    f.add_argument("--num", type=int, default=None,
+                   help="samples per new round (default: as the last round, 64 at first)")
+    f.add_argument("--seed", type=int, default=None, help="new sessions only (default 0)")
+    f.add_argument("--step", type=int, default=None, help="new sessions: checkpoint step")
+    f.add_argument("--no-ema", action="store_true", help="new sessions: raw generator weights")
+    f.add_argument("--smoothing", type=float, default=None,
+                   help="new sessions: CEM step size a in (0, 1] (default 0.9)")
+    f.add_argument("--std-floor", type=float, default=None,
+                   help="new sessions: smallest latent std (default 0.3)")
+    f.add_argument("--contraction", type=float, default=None,
+                   help="new sessions: std shrink per rated round in (0, 1] (default 0.6)")
+    f.add_argument("--screen", type=int, default=None,
+                   help="new sessions: proposals per sample kept by the preference model "
+                        "(default 16; 1 = off)")
+    f.add_argument("--ridge", type=float, default=None,
+                   help="new sessions: ridge strength of the preference model (default 1)")
+    f.add_argument("--save-direction", default=None, metavar="FILE.npy",
+                   help="write the liked-minus-disliked latent direction")
+    f.add_argument("--finetune", type=int, default=None, metavar="STEPS",
+                   help="distil the refit distribution into a new checkpoint "
+                        "WORKDIR/feedback/finetuned-roundK")
+
+
 def _feedback(args) -> int:
     from genart_jax import feedback as fb
 
@@ -602,6 +543,33 @@ def _feedback(args) -> int:
     return 0
 
 
+def _add_directions(sub) -> None:
+    """The flags of `genart directions`."""
+    d = sub.add_parser(
+        "directions", help="per-class latent directions of an unconditional GAN, found with "
+                           "a classifier",
+        description="Generates --num prior samples, classifies them, and writes for each class "
+                    "K the latent direction mean(latents classified K) - mean(the rest) to "
+                    "OUT/class_K.npy (for `genart sample --direction`), OUT/directions.json "
+                    "and OUT/directions.png (a row per class: the same latents pushed by its "
+                    "direction).")
+    d.add_argument("--workdir", required=True, help="trained unconditional GAN workdir")
+    d.add_argument("--classifier", default=None, help="folder written by `genart "
+                   "train-classifier` (default: runs/classifier_DATA_SIZE)")
+    d.add_argument("--num", type=int, default=4096, help="prior samples to classify")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    d.add_argument("--no-ema", action="store_true", help="use the raw generator weights")
+    d.add_argument("--strength", type=float, default=2.0, help="strength shown in the PNG")
+    d.add_argument("--columns", type=int, default=8, help="latents per row of the PNG")
+    d.add_argument("--report", nargs="?", const="1,2,3", default=None, metavar="STRENGTHS",
+                   help="also print, per class, the share of --report-num held-out prior "
+                        "samples classified as it before and after adding its direction at "
+                        "these strengths (default 1,2,3)")
+    d.add_argument("--report-num", type=int, default=256)
+    d.add_argument("--out", required=True, help="output folder")
+
+
 def _directions(args) -> int:
     from genart_jax import directions as dirs
     from genart_jax.classifier import ClassifierError, matching_classifier
@@ -644,6 +612,23 @@ def _directions(args) -> int:
     return 0
 
 
+def _add_studio(sub) -> None:
+    """The flags of `genart studio`."""
+    st = sub.add_parser("studio", help="a local web page to steer a GAN (rate, themes, "
+                        "truncation, directions, walks, fine-tune) and look at the run",
+                        description="Serves the feedback session of WORKDIR (the same "
+                        "WORKDIR/feedback/ files as `genart feedback`) and the run's files on "
+                        "http://HOST:PORT/?token=...; the token is printed at start.")
+    st.add_argument("--workdir", required=True, help="trained GAN workdir")
+    st.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    st.add_argument("--host", default="127.0.0.1", help="address to listen on (other than "
+                    "127.0.0.1: anyone who can reach it with the token can use it)")
+    st.add_argument("--num", type=int, default=16, help="samples in a new session's rounds")
+    st.add_argument("--directions", default=None, help="folder of `genart directions` "
+                    "(default: WORKDIR/directions)")
+    st.add_argument("--seed", type=int, default=None, help="new sessions only (default 0)")
+
+
 def _studio(args) -> int:
     from genart_jax.studio import Studio
     from genart_jax.studio.server import serve
@@ -669,6 +654,32 @@ def _studio(args) -> int:
 
 class _UsageError(ValueError):
     """A flag combination that cannot work for this workdir."""
+
+
+def _add_prepare(sub) -> None:
+    """The flags of `genart prepare`."""
+    r = sub.add_parser(
+        "prepare", help="prepare a TFDS dataset, or a folder of your own images, once",
+        description="genart prepare NAME (a TFDS dataset; needs the [prepare] extra) or "
+                    "genart prepare folder PATH --name NAME (your images; no TensorFlow)")
+    r.add_argument("what", help="a TFDS dataset name, or the word 'folder'")
+    r.add_argument("path", nargs="?", default=None, help="with 'folder': the image folder")
+    r.add_argument("--data_dir", default="", help="where prepared data go (default: "
+                   "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    r.add_argument("--manual-dir", default=None, help="TFDS: files downloaded by hand")
+    r.add_argument("--name", default=None, help="folder: the dataset's name (lower_snake_case)")
+    r.add_argument("--size", type=int, default=64, help="folder: square side in pixels")
+    r.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    r.add_argument("--labels-from-subfolders", action="store_true",
+                   help="folder: each subfolder is a class (theme)")
+    r.add_argument("--strict", action="store_true",
+                   help="folder: stop at the first unreadable file instead of skipping it")
+    r.add_argument("--test-fraction", type=float, default=0.1,
+                   help="folder: share of the images held out as split 'test' (per class; "
+                        "chosen by file name; default 0.1; 0: none)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="folder: rebuild NAME even if it was prepared from another source, "
+                        "size or channel count")
 
 
 def _prepare(args) -> int:
@@ -701,6 +712,25 @@ def _prepare(args) -> int:
     return 0
 
 
+def _add_bench(sub) -> None:
+    """The flags of `genart bench`."""
+    b = sub.add_parser("bench", help="throughput per device, MFU, drivers, dtypes, fusion, "
+                                     "PyTorch peers; writes results.json/.md and plots")
+    b.add_argument("--configs", default="bench_dcgan32", help="comma-separated config names")
+    b.add_argument("--devices", default=None, help="device counts, e.g. 1,8 (default: 1 and all)")
+    b.add_argument("--drivers", default="shard_map,pmap")
+    b.add_argument("--dtypes", default="float32,bfloat16")
+    b.add_argument("--steps-per-call", default="1,4", help="k steps fused per call, e.g. 1,4")
+    b.add_argument("--batches", default=None, help="global batch sizes (default: the config's)")
+    b.add_argument("--steps", type=int, default=20, help="timed steps per case (at least)")
+    b.add_argument("--rounds", type=int, default=4,
+                   help="the timed steps are split over this many rounds that interleave all "
+                        "cases and peers of a config")
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--no-peers", action="store_true", help="skip the PyTorch references")
+    b.add_argument("--out", default="benchmarks/results/latest")
+
+
 def _bench(args) -> int:
     import jax
 
@@ -726,6 +756,15 @@ def _bench(args) -> int:
         ints(args.batches) if args.batches else None, args.steps, args.warmup,
         not args.no_peers, Path(args.out), rounds=args.rounds)
     return 0
+
+
+def _add_export(sub) -> None:
+    """The flags of `genart export`."""
+    e = sub.add_parser("export", help="write the generator alone (.msgpack + .json config)")
+    e.add_argument("--workdir", required=True)
+    e.add_argument("--out", required=True, help="FILE.msgpack; FILE.json is written beside it")
+    e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    e.add_argument("--no-ema", action="store_true", help="export the raw generator weights")
 
 
 def _export(args) -> int:
@@ -767,6 +806,21 @@ def quiet_library_noise() -> None:
         sys.unraisablehook = _hide_closed_loop(sys.unraisablehook)
 
 
+COMMANDS = {  # name -> (adds its flags to the parser, runs it)
+    "train": (_add_train, _train),
+    "sample": (_add_sample, _sample),
+    "eval": (_add_eval, _eval),
+    "train-classifier": (_add_train_classifier, _train_classifier),
+    "train-features": (_add_train_features, _train_features),
+    "prepare": (_add_prepare, _prepare),
+    "bench": (_add_bench, _bench),
+    "export": (_add_export, _export),
+    "feedback": (_add_feedback, _feedback),
+    "directions": (_add_directions, _directions),
+    "studio": (_add_studio, _studio),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     from genart_jax.cpu_tuning import tune_for_cpu
 
@@ -792,11 +846,7 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args, _split_overrides(extra, parser))
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        commands = {"sample": _sample, "export": _export, "eval": _eval, "prepare": _prepare,
-                    "bench": _bench, "train-classifier": _train_classifier,
-                    "train-features": _train_features, "feedback": _feedback,
-                    "directions": _directions, "studio": _studio}
-        return commands[args.command](args)
+        return COMMANDS[args.command][1](args)
     except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
             ClassifierError, FeedbackError, DirectionError, HistoryError, WorkdirBusy,
             _UsageError) as e:
