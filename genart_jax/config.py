@@ -54,7 +54,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.cache = True  # keep the preprocessed split in host memory (small datasets)
     c.data.prefetch = 2  # batches prepared ahead on a background thread (and per worker)
     c.data.workers = 0  # streaming reader processes (grain); 0: read on the prefetch thread
-    c.data.on_device = False  # keep the whole (cached) split on the devices, gather there
+    # keep the whole (cached) split on the devices, gather there: "auto" | "true" | "false";
+    # auto: when it takes at most on_device_fraction of the smallest device's memory (not on CPU)
+    # (typed `object`, so a recipe written when it was a bool, `= True`, still loads; validate
+    # turns True/False into "true"/"false")
+    c.data.on_device = ml_collections.FieldReference("auto", field_type=object)
+    c.data.on_device_fraction = 0.25
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 2000
@@ -153,10 +158,21 @@ def _type_ok(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
+def _legacy_value(key: str, value: Any) -> Any:
+    """data.on_device was a bool before "auto": saved configs and recipes with True/False (and
+    overrides spelled True/False) keep their meaning."""
+    if key == "data.on_device":
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return value.strip().lower()
+    return value
+
+
 def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Check keys and types against `base_config()`; return a locked copy with floats as floats."""
     schema = flatten(base_config())
-    flat = flatten(cfg)
+    flat = {k: _legacy_value(k, v) for k, v in flatten(cfg).items()}
     for key, value in flat.items():
         if key not in schema:
             raise ConfigError(f"unknown config key '{key}'{_closest(key, schema)}")
@@ -201,6 +217,7 @@ _CHOICES = {
     "train.nonfinite": ("stop", "skip"),
     "g_optimizer.name": ("adam", "rmsprop"),
     "d_optimizer.name": ("adam", "rmsprop"),
+    "data.on_device": ("auto", "true", "false"),
 }
 
 _POSITIVE = (
@@ -230,10 +247,13 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
             num_stages(flat["data.image_size"])
         except ValueError as e:
             raise ConfigError(f"config key 'data.image_size': {e}") from e
-    if flat["data.on_device"] and not (flat["data.cache"] and flat["train.driver"] ==
-                                       "shard_map"):
+    if flat["data.on_device"] == "true" and not (flat["data.cache"] and flat["train.driver"]
+                                                 == "shard_map"):
         raise ConfigError("data.on_device=true needs data.cache=true and "
                           "train.driver=shard_map")
+    if not 0 < flat["data.on_device_fraction"] <= 1:
+        raise ConfigError(f"config key 'data.on_device_fraction' must be in (0, 1], got "
+                          f"{flat['data.on_device_fraction']}")
     from genart_jax.augment import parse_policy
 
     try:

@@ -213,3 +213,73 @@ def test_worker_and_prefetch_counts_are_validated():
     for key in ("data.workers", "data.prefetch"):
         with pytest.raises(ConfigError, match="data.workers and data.prefetch must be >= 0"):
             tiny_config("dcgan", **{key: "-1"})
+
+
+def test_decide_on_device_auto_puts_the_split_there_when_it_fits_the_fraction():
+    from genart_jax.data.pipeline import decide_on_device, describe_input
+
+    gib = 2**30
+    # auto: at most fraction * memory of the smallest device, the boundary included.
+    assert decide_on_device("auto", 2 * gib, 8 * gib, 0.25)[0] is True
+    assert decide_on_device("auto", 2 * gib + 1, 8 * gib, 0.25)[0] is False
+    assert decide_on_device("auto", 3 * gib, 8 * gib, 0.5)[0] is True
+    on, why = decide_on_device("auto", 1536 * 2**20, 16 * gib, 0.25)
+    assert on and why == ("data.on_device=auto: 1,536.0 MiB is 9.38% of the smallest device's "
+                          "16.0 GiB, <= data.on_device_fraction 0.25")
+    assert "37.50% of the smallest device's 8.0 GiB, > data.on_device_fraction 0.25" in (
+        decide_on_device("auto", 3 * gib, 8 * gib)[1])
+    # No memory size (CPU), no cache, or a driver that does not gather: host, saying why.
+    assert decide_on_device("auto", 1024, None) == (
+        False, "data.on_device=auto: the devices report no memory size (CPU), so host")
+    assert "not cached" in decide_on_device("auto", None, 8 * gib)[1]
+    assert decide_on_device("auto", 1024, 8 * gib, driver="pmap")[0] is False
+    # The start line carries the decision and its numbers.
+    cfg = tiny_config("dcgan")
+    line = describe_input(cfg.data, None, 1497, ("cached",), (on, why))
+    assert line.startswith("Data: 1497 images x 256 B = 0.4 MiB uint8, on every device")
+    assert why in line
+
+
+def test_explicit_on_device_wins_over_auto():
+    from genart_jax.config import ConfigError, apply_overrides, base_config, validate
+    from genart_jax.data.pipeline import decide_on_device
+
+    gib = 2**30
+    assert decide_on_device("true", 1024, None) == (True, "data.on_device=true")
+    assert decide_on_device("false", 1024, 80 * gib) == (False, "data.on_device=false")
+    assert decide_on_device("true", 60 * gib, 80 * gib, 0.25)[0] is True  # over the fraction
+    assert base_config().data.on_device == "auto"
+    for text, want in (("true", "true"), ("False", "false"), ("auto", "auto")):
+        assert apply_overrides(base_config(), {"data.on_device": text}).data.on_device == want
+    # A config saved while data.on_device was a bool (checkpoint metadata) keeps its meaning.
+    old = base_config().to_dict()
+    old["data"]["on_device"] = True
+    import ml_collections
+
+    assert validate(ml_collections.ConfigDict(old)).data.on_device == "true"
+    legacy_recipe = base_config()
+    legacy_recipe.data.on_device = False  # a recipe file from before "auto"
+    assert validate(legacy_recipe).data.on_device == "false"
+    with pytest.raises(ConfigError, match="'data.on_device' is 'sometimes'; choose one of"):
+        apply_overrides(base_config(), {"data.on_device": "sometimes"})
+    with pytest.raises(ConfigError, match="'data.on_device_fraction' must be in"):
+        apply_overrides(base_config(), {"data.on_device_fraction": "1.5"})
+
+
+def test_batches_gathered_on_the_devices_equal_host_batches():
+    from genart_jax.data.pipeline import load_cached
+    from genart_jax.train.loop import build_training
+
+    cfg = tiny_config("dcgan")
+    driver, _ = build_training(cfg)
+    cached = load_cached(cfg.data)
+    resident = driver.put_dataset(cached[0])
+    host, _ = make_input(cfg.data, global_batch=16, seed=3, cached=cached, on_device=False)
+    idx, _ = make_input(cfg.data, global_batch=16, seed=3, cached=cached, on_device=True)
+    for _ in range(3):
+        (want, _), (got, _) = next(host), next(idx)
+        assert got["image"].dtype == np.int32
+        gathered = driver.gather_placed(resident, driver.put_batch(got))
+        assert gathered["image"].sharding == driver.put_batch(want)["image"].sharding
+        np.testing.assert_array_equal(np.asarray(gathered["image"]), want["image"])
+        np.testing.assert_array_equal(np.asarray(gathered["label"]), want["label"])

@@ -275,13 +275,15 @@ class WorkerBatchIterator:
 
 def make_input(data_cfg: Any, *, global_batch: int, seed: int, group: int = 1,
                process_index: int = 0, process_count: int = 1,
-               position: Position = Position(), cached: tuple | None = None
+               position: Position = Position(), cached: tuple | None = None,
+               on_device: bool | None = None
                ) -> tuple[BatchIterator | WorkerBatchIterator, int]:
     """The training input for a config's `data` section: (iterator, number of examples).
     Images are uint8 at the training size; the step scales them (`to_model_range`).
 
     `cached`: the whole split already at the training size, (images uint8, labels); with
-    data.on_device the iterator then yields example indices in place of images ({"image":
+    `on_device` (default: data.on_device == "true"; the loop passes `decide_on_device`'s
+    answer) the iterator then yields example indices in place of images ({"image":
     int32 indices}), for the batch to be gathered on the device. Streaming (data.cache=false)
     reads each batch from the files, in grain worker processes when data.workers > 0."""
     from genart_jax.data.sources import open_source, read_examples
@@ -293,7 +295,8 @@ def make_input(data_cfg: Any, *, global_batch: int, seed: int, group: int = 1,
     if cached is not None:
         images, labels = cached
         n = len(images)
-        on_device = data_cfg.on_device
+        if on_device is None:
+            on_device = data_cfg.on_device == "true"
 
         def fetch(idx):
             return (idx.astype(np.int32) if on_device else images[idx]), labels[idx]
@@ -341,33 +344,56 @@ def read_split(data_cfg: Any, split: str, limit: int | None = None
     return to_model_range_np(images), labels
 
 
-ON_DEVICE_FRACTION = 0.25  # a resident dataset may take this share of one device's memory
+ON_DEVICE_FRACTION = 0.25  # default share of one device's memory a resident dataset may take
 
 
-def fits_on_device_hint(nbytes: int) -> str:
-    """'; fits ...' when the uint8 split would take under ON_DEVICE_FRACTION of device 0's
-    memory (accelerators report it; the CPU backend does not, and gets no hint)."""
+def device_memory_bytes(devices: Any = None) -> int | None:
+    """The smallest memory (`memory_stats()["bytes_limit"]`) of this process's devices (of
+    `devices`, default all), or None when a device reports none (the CPU backend)."""
     import jax
 
-    stats = jax.local_devices()[0].memory_stats() or {}
-    limit = stats.get("bytes_limit")
-    if not limit or nbytes > ON_DEVICE_FRACTION * limit:
-        return ""
-    return (f"; it fits on each device ({100 * nbytes / limit:.1f}% of "
-            f"{limit / 2**30:.0f} GiB): data.on_device=true gathers batches there")
+    local = [d for d in (jax.devices() if devices is None else devices)
+             if d.process_index == jax.process_index()]
+    limits = [(d.memory_stats() or {}).get("bytes_limit") for d in local]
+    return None if not limits or not all(limits) else int(min(limits))
 
 
-def describe_input(data_cfg: Any, iterator: Any, n: int, cached: tuple | None) -> str:
-    """The one line printed at start: where the batches come from, with the numbers."""
+def decide_on_device(setting: str, nbytes: int | None, device_bytes: int | None,
+                     fraction: float = ON_DEVICE_FRACTION, *, driver: str = "shard_map"
+                     ) -> tuple[bool, str]:
+    """(keep the cached uint8 split on every device?, the reason with its numbers). An explicit
+    data.on_device "true"/"false" wins; "auto" says yes when the split is cached (`nbytes` not
+    None), the driver gathers on the devices (shard_map) and the split takes at most `fraction`
+    of the smallest device's memory; unknown memory (CPU) keeps today's host batches."""
+    if setting in ("true", "false"):
+        return setting == "true", f"data.on_device={setting}"
+    if nbytes is None:
+        return False, "data.on_device=auto: not cached (data.cache=false), so streamed"
+    if driver != "shard_map":
+        return False, f"data.on_device=auto: driver {driver} gathers no batches on the devices"
+    if not device_bytes:
+        return False, "data.on_device=auto: the devices report no memory size (CPU), so host"
+    share, fits = nbytes / device_bytes, nbytes <= fraction * device_bytes
+    return fits, (f"data.on_device=auto: {nbytes / 2**20:,.1f} MiB is {100 * share:.2f}% of the "
+                  f"smallest device's {device_bytes / 2**30:,.1f} GiB, "
+                  f"{'<=' if fits else '>'} data.on_device_fraction {fraction:g}")
+
+
+def describe_input(data_cfg: Any, iterator: Any, n: int, cached: tuple | None,
+                   decision: tuple[bool, str] = (False, "")) -> str:
+    """The one line printed at start: where the batches come from, with the numbers, and the
+    `decide_on_device` decision with its reason."""
     s, c = data_cfg.image_size, data_cfg.channels
     nbytes = n * s * s * c
     size = f"{n} images x {s * s * c:,} B = {nbytes / 2**20:,.1f} MiB uint8"
-    if cached is not None and data_cfg.on_device:
-        return f"Data: {size}, on every device (data.on_device), batches gathered there"
+    on_device, reason = decision
+    why = f" ({reason})" if reason else ""
+    if cached is not None and on_device:
+        return f"Data: {size}, on every device, batches gathered there{why}"
     if cached is not None:
         return (f"Data: {size}, cached in host memory (data.cache); prefetch "
-                f"{data_cfg.prefetch}{fits_on_device_hint(nbytes)}")
+                f"{data_cfg.prefetch}{why}")
     workers = resolve_workers(data_cfg) if isinstance(iterator, WorkerBatchIterator) else 0
     return (f"Data: {size}, streamed from the files (data.cache=false) by "
             f"{workers or 'no'} worker process(es) (data.workers={data_cfg.workers}); "
-            f"prefetch {data_cfg.prefetch}")
+            f"prefetch {data_cfg.prefetch}{why}")

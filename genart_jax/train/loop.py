@@ -24,7 +24,12 @@ from genart_jax import checkpoint, history
 from genart_jax.config import flatten, to_json
 from genart_jax.data import Position, check_label_range, make_input, prefetch
 from genart_jax.data.convert import to_model_range_np
-from genart_jax.data.pipeline import describe_input, load_cached
+from genart_jax.data.pipeline import (
+    decide_on_device,
+    describe_input,
+    device_memory_bytes,
+    load_cached,
+)
 from genart_jax.parallel import any_process, describe_devices
 from genart_jax.train.families import family_of
 from genart_jax.train.feed import DriverPerSize, call_sizes, feed, resolve_steps_per_call
@@ -167,13 +172,16 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     ckpt = checkpoint.Checkpointer(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
 
     cached = load_cached(cfg.data) if cfg.data.cache else None
+    resident_data, why = decide_on_device(
+        cfg.data.on_device, None if cached is None else cached[0].nbytes,
+        device_memory_bytes(devices), cfg.data.on_device_fraction, driver=cfg.train.driver)
     iterator, num_examples = make_input(
         cfg.data, global_batch=cfg.train.batch_size, seed=cfg.seed,
         group=family.batches_per_step(cfg),
         process_index=jax.process_index(), process_count=jax.process_count(),
-        position=position, cached=cached)
-    log(describe_input(cfg.data, iterator, num_examples, cached))
-    if cfg.data.on_device:  # the split lives on the devices; batches are gathered there
+        position=position, cached=cached, on_device=resident_data)
+    log(describe_input(cfg.data, iterator, num_examples, cached, (resident_data, why)))
+    if resident_data:  # the split lives on the devices; batches are gathered there
         resident = driver.put_dataset(cached[0])
 
         def on_device(n: int, placed: Any) -> Any:
@@ -217,7 +225,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                 position = call.position
                 if real is None:
                     first = call.first["image"][0][:16]
-                    real = (to_model_range_np(cached[0][first] if cfg.data.on_device
+                    real = (to_model_range_np(cached[0][first] if resident_data
                                               else first), call.first["label"][0][:16])
                 state, metrics = drivers(call.steps).step(
                     state, on_device(call.steps, call.batch))
