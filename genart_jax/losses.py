@@ -85,7 +85,7 @@ def squared_input_gradient(logits_fn: Callable, x: jax.Array, has_aux: bool = Fa
     out = jax.vjp(logits_fn, x, has_aux=has_aux)
     logits, vjp = out[0], out[1]
     (grad,) = vjp(jnp.ones_like(logits))
-    grad = grad.astype(jnp.float32)
+    grad = _at_least_f32(grad)  # bfloat16 -> float32; float64 (tests) stays
     sq = jnp.sum(jnp.square(grad).reshape(grad.shape[0], -1), axis=-1)
     return (logits, sq, out[2]) if has_aux else (logits, sq)
 
