@@ -257,6 +257,10 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     for key in ("augment.ada_p", "augment.ada_target", "augment.ada_p_max"):
         if not 0.0 <= flat[key] <= 1.0:
             raise ConfigError(f"config key '{key}' must be in [0, 1], got {flat[key]}")
+    if arch == "dcgan" and (flat["train.r1_gamma"] > 0 or flat["train.r2_gamma"] > 0):
+        raise ConfigError("train.r1_gamma/r2_gamma need second derivatives of D, which DCGAN's "
+                          "custom-VJP convolutions do not give correctly yet; use "
+                          "model.arch=r3gan or mlp for R1/R2")
     if arch == "r3gan":
         from genart_jax.models.r3gan import check_schema
 
