@@ -127,9 +127,15 @@ def ada_batch(keys: jax.Array, x: jax.Array, p: jax.Array) -> jax.Array:
     return jax.vmap(lambda k, im: ada_augment(k, im, p))(keys, x)
 
 
-def overfitting_signal(real_logits: jax.Array) -> jax.Array:
-    """ADA's r_t = E[sign(D(x_real))]: 0 when D cannot tell, 1 when it is sure of every real."""
-    return jnp.mean(jnp.sign(real_logits.astype(jnp.float32)))
+def overfitting_signal(real_logits: jax.Array, fake_logits: jax.Array | None = None
+                       ) -> jax.Array:
+    """ADA's r_t = E[sign(D(x_real))]: 0 when D cannot tell, 1 when it is sure of every real.
+    With `fake_logits` (the relativistic loss, whose logits are only defined up to a shift):
+    E[sign(D(x_real) - D(x_fake))] over the pairs instead."""
+    x = real_logits.astype(jnp.float32)
+    if fake_logits is not None:
+        x = x - fake_logits.astype(jnp.float32)
+    return jnp.mean(jnp.sign(x))
 
 
 def ada_adjust(p: jax.Array, r_t: jax.Array, *, target: float, images: int, kimg: float,

@@ -199,6 +199,7 @@ def test_ada_adjust_moves_by_images_over_kimg_and_stays_in_range():
     assert float(augment.ada_adjust(jnp.float32(0.79), jnp.float32(1.0), **kw)) == \
         pytest.approx(0.8)
     assert float(augment.overfitting_signal(jnp.array([2.0, -1.0, 3.0, 0.5]))) == 0.5
+    assert float(augment.overfitting_signal(jnp.array([2.0, -1.0]), jnp.array([1.0, -3.0]))) == 1.0
 
 
 

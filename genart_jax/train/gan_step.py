@@ -209,7 +209,7 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
             metrics["r1"] = aux["r1"]
         if r2_gamma > 0:
             metrics["r2"] = aux["r2"]
-        return d_params, aux["stats"], d_opt, metrics, aux["real_logits"]
+        return d_params, aux["stats"], d_opt, metrics, (aux["real_logits"], aux["fake_logits"])
 
     def g_loss_terms(d_params, d_stats, fake, fake_y, real, real_y, key, p):
         """G's loss on the (augmented) fakes; the relativistic loss pairs them with D's logits
@@ -231,11 +231,14 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
         updates, g_opt = g_tx.update(g_grads, g_opt, g_params)
         return optax.apply_updates(g_params, updates), g_opt, loss, g_grads
 
-    def next_ada_p(p, real_logits):
-        """ADA's controller on the last D update's real logits (global mean)."""
+    def next_ada_p(p, logits):
+        """ADA's controller on the last D update's logits (global mean); for the relativistic
+        loss on the real-minus-fake pairs, as its logits have no fixed zero."""
         if ada != "adaptive":
             return p, {}
-        r_t = pmean(overfitting_signal(real_logits))
+        real_logits, fake_logits = logits
+        r_t = pmean(overfitting_signal(
+            real_logits, fake_logits if gan_loss == "relativistic" else None))
         new_p = ada_adjust(p, r_t, target=ada_target, images=global_batch * d_steps,
                            kimg=ada_kimg, p_max=ada_p_max)
         return new_p, {"ada_rt": r_t}
@@ -272,7 +275,7 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
         g_stats = state.g_batch_stats
         for i in range(d_steps):
             fake, g_vjp, g_stats_new, fake_y = g_forward(state.g_params, g_stats, i)
-            d_params, d_stats, d_opt, d_metrics, real_logits = d_update(
+            d_params, d_stats, d_opt, d_metrics, d_logits = d_update(
                 d_params, d_stats, d_opt, real_batches[i], real_labels[i], fake, fake_y,
                 named_key(key, "d_update", i), p, penalty_due)
         # G's running statistics advance once per generator forward that a G update uses.
@@ -288,7 +291,7 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
         beta = ema_decay(state.step, global_batch, ema_halflife_kimg, ema_rampup)
         ema = jax.tree.map(lambda e, q: beta * e + (1.0 - beta) * q, state.ema_g_params,
                            g_params)
-        new_p, ada_metrics = next_ada_p(p, real_logits)
+        new_p, ada_metrics = next_ada_p(p, d_logits)
         updated = state.replace(
             g_params=g_params, d_params=d_params, g_batch_stats=g_stats, d_batch_stats=d_stats,
             g_opt_state=g_opt, d_opt_state=d_opt, ema_g_params=ema, ada_p=new_p)
