@@ -102,11 +102,11 @@ def _batch(cfg, k: int, abstract: bool = False):
     s, c, b = cfg.data.image_size, cfg.data.channels, cfg.train.batch_size
     lead = (k,) if k > 1 else ()
     shape = (*lead, cfg.train.d_steps, b, s, s, c)
-    if abstract:
-        return {"image": np.zeros(shape, np.float32),
+    if abstract:  # uint8 pixels, as the input pipeline delivers them (scaled inside the step)
+        return {"image": np.zeros(shape, np.uint8),
                 "label": np.zeros(shape[:-3], np.int32)}
     rng = np.random.default_rng(0)
-    return {"image": rng.uniform(-1, 1, shape).astype(np.float32),
+    return {"image": rng.integers(0, 256, shape, dtype=np.uint8),
             "label": rng.integers(0, 10, shape[:-3]).astype(np.int32)}
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from benchmarks.bench import Case, prepare_case
 from benchmarks.interleave import time_interleaved
-from genart_jax import cpu_convolutions, host_memory
+from genart_jax import cpu_tuning
 from genart_jax.config import DTYPES, load_config
 from genart_jax.models import resample_conv as rc
 
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--dtype", default="float32", choices=DTYPES)
     args = p.parse_args(argv)
-    host_memory.keep_freed_memory_unless_opted_out()  # as the CLI does, before JAX's threads
-    cpu_convolutions.use_eigen_convolutions()  # as the CLI does, before JAX reads XLA_FLAGS
+    cpu_tuning.tune_for_cpu()  # as the CLI does, before JAX starts
     batch = load_config(args.config).train.batch_size
     timed = []
     for name, forms in CHOICES.items():

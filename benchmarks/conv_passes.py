@@ -26,7 +26,7 @@ import jax
 
 from benchmarks.bench import Case, lower_step, prepare_case, prepare_peers
 from benchmarks.interleave import Timed, time_interleaved
-from genart_jax import cpu_convolutions, host_memory
+from genart_jax import cpu_convolutions, cpu_tuning
 from genart_jax.config import DTYPES, load_config
 from genart_jax.models import resample_conv as rc
 from genart_jax.models.dcgan import num_stages
@@ -204,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                         "passes")
     p.add_argument("--steps", type=int, default=20, help="timed steps each, with --step")
     args = p.parse_args(argv)
-    host_memory.keep_freed_memory_unless_opted_out()  # as the CLI does, before JAX's threads
-    cpu_convolutions.use_eigen_convolutions()  # as the CLI does, before JAX reads XLA_FLAGS
+    cpu_tuning.tune_for_cpu()  # as the CLI does, before JAX starts
     cfg = load_config(args.config)
     args.batch = args.batch or cfg.train.batch_size
     rows = []

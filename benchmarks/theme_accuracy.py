@@ -15,8 +15,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from genart_jax import sampling
-from genart_jax.checkpoint import restore_workdir
 from genart_jax.data import read_split
+from genart_jax.train.workdir import restore_workdir
 
 
 def main() -> None:

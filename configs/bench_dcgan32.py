@@ -1,5 +1,6 @@
-"""Benchmark recipe: DCGAN at 32x32x3 with the pytorch/examples layer widths (nz=100,
-ngf=ndf=64, kernel 4, BatchNorm, LeakyReLU 0.2 in D), batch 128, Adam 2e-4 / 0.5.
+"""Benchmark recipe, and the base of dcgan_mnist and dcgan64_celeba: DCGAN at 32x32x3 with the
+pytorch/examples layer widths (nz=100, ngf=ndf=64, kernel 4, BatchNorm, LeakyReLU 0.2 in D),
+batch 128, Adam 2e-4 / 0.5.
 
     genart bench --configs bench_dcgan32 --out benchmarks/results/cpu
 """

@@ -9,6 +9,7 @@ in about a minute on a CPU for the digits. Saved as Orbax params plus `classifie
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import json
 import math
@@ -67,16 +68,38 @@ class CNN(nn.Module):
         return self.head(self.features(x))
 
 
+def fingerprint(params: PyTree) -> str:
+    """A short SHA-256 of a network's params: equal only for the same feature space."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(params)):
+        h.update(np.ascontiguousarray(leaf).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _local_mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh over this process's devices, on which feature batches are split."""
+    return jax.sharding.Mesh(np.asarray(jax.local_devices()), ("data",))
+
+
+def replicated(tree: PyTree) -> PyTree:
+    """`tree` on every local device (the feature networks' params)."""
+    return jax.device_put(tree, jax.sharding.NamedSharding(_local_mesh(), jax.P()))
+
+
 def _batched(fn, images: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """fn over `images` in fixed-size batches (the last padded), so one compile serves all."""
-    n = len(images)
+    """fn over `images` in fixed-size batches (the last padded), so one compile serves all;
+    each batch (rounded up to a multiple of the local device count) is split over the local
+    devices, and only one batch of images is on the devices at a time."""
+    n, ndev = len(images), jax.local_device_count()
+    batch = -(-min(batch, n) // ndev) * ndev
+    sharding = jax.sharding.NamedSharding(_local_mesh(), jax.P("data"))
     out = []
     for i in range(0, n, batch):
         chunk = images[i:i + batch]
-        pad = batch - len(chunk) if n > batch else 0
+        pad = batch - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(fn(jnp.asarray(chunk)))[:len(chunk) - pad])
+        out.append(np.asarray(fn(jax.device_put(chunk, sharding)))[:len(chunk) - pad])
     return np.concatenate(out).astype(np.float32)
 
 
@@ -85,8 +108,9 @@ class Classifier:
     images (N, S, S, C) in [-1, 1], as the data pipeline makes them."""
 
     def __init__(self, module: CNN, params: PyTree, meta: dict[str, Any]):
-        self.module, self.params, self.meta = module, params, meta
+        self.module, self.params, self.meta = module, replicated(params), meta
         self.name = f"{meta['dataset']} classifier"
+        self.fingerprint = fingerprint(params)
         self.image_shape = (meta["image_size"], meta["image_size"], meta["channels"])
         self._features = jax.jit(lambda p, x: module.apply({"params": p}, x,
                                                            method=CNN.features))
@@ -113,15 +137,19 @@ class Extractor:
     """A user-supplied Flax module as a feature extractor: `module.apply({'params': p}, x)`
     returns (N, ...) features, flattened to (N, F). Features only: it has no classes."""
 
-    def __init__(self, module: nn.Module, params: PyTree, name: str):
-        self.module, self.params, self.name = module, params, name
+    def __init__(self, module: nn.Module, params: PyTree, name: str,
+                 batch: int = EVAL_BATCH):
+        self.module, self.params, self.name = module, replicated(params), name
+        self.batch = batch
+        self.fingerprint = fingerprint(params)
         self._features = jax.jit(lambda p, x: module.apply({"params": p}, x))
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """Module outputs (N, F) for images (N, S, S, C) in [-1, 1]."""
         images = np.asarray(images, np.float32)
         try:
-            out = _batched(functools.partial(self._features, self.params), images)
+            out = _batched(functools.partial(self._features, self.params), images,
+                           self.batch)
         except Exception as e:  # anything the user's module raises (shapes, param names)
             raise ClassifierError(f"the extractor {self.name} failed on images of shape "
                                   f"{images.shape}: {e}") from e
@@ -223,8 +251,9 @@ def train_classifier(data_cfg: Any, out_dir: str | Path, *, steps: int = 500,
     return meta
 
 
-def save_classifier(out_dir: str | Path, params: PyTree, meta: dict[str, Any]) -> Path:
-    """Write params (Orbax, under out_dir/params) and meta (out_dir/classifier.json)."""
+def save_classifier(out_dir: str | Path, params: PyTree, meta: dict[str, Any],
+                    meta_file: str = META_FILE) -> Path:
+    """Write params (Orbax, under out_dir/params) and meta (out_dir/`meta_file`)."""
     import orbax.checkpoint as ocp
 
     out = Path(out_dir).resolve()
@@ -232,7 +261,7 @@ def save_classifier(out_dir: str | Path, params: PyTree, meta: dict[str, Any]) -
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(out / PARAMS_DIR, jax.tree.map(np.asarray, params), force=True)
         ckptr.wait_until_finished()
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    (out / meta_file).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return out
 
 
@@ -272,8 +301,6 @@ def matching_classifier(data_cfg: Any, path: str | Path | None = None, *,
 
 def load_classifier(path: str | Path) -> Classifier:
     """The classifier saved by `train_classifier` in folder `path`."""
-    import orbax.checkpoint as ocp
-
     path = Path(path)
     meta_file = path / META_FILE
     if not meta_file.is_file():
@@ -287,6 +314,13 @@ def load_classifier(path: str | Path) -> Classifier:
         raise ClassifierError(f"{meta_file} is not valid JSON: {e}") from e
     if meta.get("format") != FORMAT:
         raise ClassifierError(f"{meta_file} is not a {FORMAT} file")
+    return Classifier(*restore_cnn(path, meta), meta)
+
+
+def restore_cnn(path: Path, meta: dict[str, Any]) -> tuple[CNN, PyTree]:
+    """The `CNN` described by `meta` and its Orbax params from path/params."""
+    import orbax.checkpoint as ocp
+
     module = CNN(num_classes=meta["num_classes"], image_size=meta["image_size"],
                  width=meta["width"], feature_dim=meta["feature_dim"])
     shape = (1, meta["image_size"], meta["image_size"], meta["channels"])
@@ -297,9 +331,8 @@ def load_classifier(path: str | Path) -> Classifier:
         with ocp.StandardCheckpointer() as ckptr:
             params = ckptr.restore((path / PARAMS_DIR).resolve(), target)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        raise ClassifierError(f"cannot read the classifier params in {path / PARAMS_DIR}: "
-                              f"{e}") from e
-    return Classifier(module, params, meta)
+        raise ClassifierError(f"cannot read the params in {path / PARAMS_DIR}: {e}") from e
+    return module, params
 
 
 def load_extractor(module_spec: str, params_path: str | Path,

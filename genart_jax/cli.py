@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
+EXIT_STORAGE = 74  # sysexits EX_IOERR: disk full, permission denied or read-only filesystem
 USAGE_OVERRIDES = "--config.KEY=VALUE (e.g. --config.train.batch_size=128), repeatable"
 
 
@@ -99,9 +101,15 @@ def _parser() -> argparse.ArgumentParser:
                         "--reference; none for a VAE)")
     v.add_argument("--classifier", default=None, help="folder written by `genart "
                    "train-classifier` (default: runs/classifier_DATA_SIZE)")
-    v.add_argument("--extractor", default=None, metavar="MODULE:CLASS",
-                   help="your own Flax feature extractor, package.module:ClassName")
-    v.add_argument("--extractor-params", default=None, help="its params (flax msgpack)")
+    v.add_argument("--extractor", default=None, metavar="NAME",
+                   help="the feature space: 'classifier' (genart train-classifier), 'selfsup' "
+                        "(genart train-features), 'inception' (the FID Inception-v3, weights "
+                        "in --extractor-params FILE.npz|.safetensors), or your own Flax "
+                        "module package.module:ClassName (default: the classifier if one is "
+                        "trained for the data, else the self-supervised encoder)")
+    v.add_argument("--extractor-params", default=None,
+                   help="selfsup: its folder (default: runs/features_DATA_SIZE); inception: "
+                        "the weights file; a module: its params (flax msgpack)")
     v.add_argument("--extractor-kwargs", default=None,
                    help="JSON file of its constructor arguments (default: none)")
     v.add_argument("--num", type=int, default=None,
@@ -134,6 +142,29 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--feature-dim", type=int, default=128, help="width of the feature layer")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    f = sub.add_parser("train-features",
+                       help="train the self-supervised (SimCLR) encoder whose features the "
+                            "quality metrics use on data without labels",
+                       description="Trains a small CNN with SimCLR's contrastive objective on a "
+                                   "dataset's train split (no labels needed) and saves it "
+                                   "(Orbax params + features.json) for `genart eval`.")
+    f.add_argument("--data", default="digits", help="dataset name (default: digits)")
+    f.add_argument("--image-size", type=int, default=32,
+                   help="square size in pixels, as the models you evaluate (default: 32)")
+    f.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    f.add_argument("--data_dir", default="", help="prepared data (default: $TFDS_DATA_DIR or "
+                   "~/tensorflow_datasets)")
+    f.add_argument("--out", default=None, help="output folder (default: runs/features_DATA_SIZE)")
+    f.add_argument("--steps", type=int, default=1000)
+    f.add_argument("--batch-size", type=int, default=128)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--width", type=int, default=16, help="channels of the first conv stage")
+    f.add_argument("--feature-dim", type=int, default=128, help="width of the feature layer")
+    f.add_argument("--temperature", type=float, default=0.5, help="NT-Xent temperature")
+    f.add_argument("--augment", default="translation,cutout",
+                   help="views: comma-separated subset of color,translation,cutout")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     r = sub.add_parser(
         "prepare", help="prepare a TFDS dataset, or a folder of your own images, once",
         description="genart prepare NAME (a TFDS dataset; needs the [prepare] extra) or "
@@ -150,6 +181,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder: each subfolder is a class (theme)")
     r.add_argument("--strict", action="store_true",
                    help="folder: stop at the first unreadable file instead of skipping it")
+    r.add_argument("--test-fraction", type=float, default=0.1,
+                   help="folder: share of the images held out as split 'test' (per class; "
+                        "chosen by file name; default 0.1; 0: none)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="folder: rebuild NAME even if it was prepared from another source, "
+                        "size or channel count")
 
     b = sub.add_parser("bench", help="throughput per device, MFU, drivers, dtypes, fusion, "
                                      "PyTorch peers; writes results.json/.md and plots")
@@ -224,12 +261,26 @@ def _parser() -> argparse.ArgumentParser:
                         "these strengths (default 1,2,3)")
     d.add_argument("--report-num", type=int, default=256)
     d.add_argument("--out", required=True, help="output folder")
+
+    st = sub.add_parser("studio", help="a local web page to steer a GAN (rate, themes, "
+                        "truncation, directions, walks, fine-tune) and look at the run",
+                        description="Serves the feedback session of WORKDIR (the same "
+                        "WORKDIR/feedback/ files as `genart feedback`) and the run's files on "
+                        "http://HOST:PORT/?token=...; the token is printed at start.")
+    st.add_argument("--workdir", required=True, help="trained GAN workdir")
+    st.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    st.add_argument("--host", default="127.0.0.1", help="address to listen on (other than "
+                    "127.0.0.1: anyone who can reach it with the token can use it)")
+    st.add_argument("--num", type=int, default=16, help="samples in a new session's rounds")
+    st.add_argument("--directions", default=None, help="folder of `genart directions` "
+                    "(default: WORKDIR/directions)")
+    st.add_argument("--seed", type=int, default=None, help="new sessions only (default 0)")
     return p
 
 
 def _restore(args):
     """(config, host state, step) of `--workdir`'s checkpoint `--step` (default: the latest)."""
-    from genart_jax.checkpoint import restore_workdir
+    from genart_jax.train.workdir import restore_workdir
 
     cfg, state, _, step = restore_workdir(args.workdir, args.step)
     return cfg, state, step
@@ -245,7 +296,18 @@ def _train(args, overrides: dict[str, str]) -> int:
         overrides = {**overrides, "train.steps": str(args.steps)}
     cfg = load_config(args.config, overrides)
     workdir = args.workdir or str(Path("runs") / resolve_config_path(args.config).stem)
-    train_and_evaluate(cfg, workdir, progress=not args.no_progress, resume=not args.no_resume)
+    try:
+        train_and_evaluate(cfg, workdir, progress=not args.no_progress,
+                           resume=not args.no_resume)
+    except Exception as e:  # a full disk, no permission, read-only: say what is kept
+        from genart_jax.checkpoint import describe_intact
+        from genart_jax.storage_errors import storage_error
+
+        found = storage_error(e, writing=f"the training run into {workdir}",
+                              intact=describe_intact(workdir))
+        if found is None:
+            raise
+        raise found from e
     return 0
 
 
@@ -329,18 +391,43 @@ def _train_classifier(args) -> int:
     return 0
 
 
+def _train_features(args) -> int:
+    from genart_jax import augment
+    from genart_jax.selfsup import default_dir, train_features
+
+    try:
+        policy = augment.parse_policy(args.augment)
+    except ValueError as e:
+        raise _UsageError(f"--augment: {e}") from e
+    data_cfg = _data_config(args.data, args.image_size, args.channels, args.data_dir)
+    out = Path(args.out) if args.out else default_dir(args.data, args.image_size)
+    meta = train_features(data_cfg, out, steps=args.steps, batch_size=args.batch_size,
+                          seed=args.seed, width=args.width, feature_dim=args.feature_dim,
+                          temperature=args.temperature, policy=policy,
+                          progress=not args.no_progress)
+    print(f"{meta['dataset']} SimCLR encoder ({meta['image_size']}x{meta['image_size']}x"
+          f"{meta['channels']}, {meta['feature_dim']}-d features, views "
+          f"{'+'.join(meta['policy']) or 'identity'}): {meta['steps']} steps in "
+          f"{meta['seconds']} s on {meta['train_examples']} {meta['train_split']} images; "
+          f"NT-Xent loss {meta['loss_first_20']:.3f} -> {meta['loss_last_20']:.3f} (chance "
+          f"{meta['loss_chance']:.3f}); saved to {out}")
+    return 0
+
+
 def _quality(args, data_cfg, split: str, which, fake_fn) -> dict:
     """Real images of `split`, `fake_fn(num)` images, both through the feature network."""
     from genart_jax import quality
     from genart_jax.classifier import ClassifierError
     from genart_jax.data import read_split
 
+    if args.num is not None and args.num <= 0:  # before anything is loaded
+        raise _UsageError(f"--num must be positive, got {args.num}")
     net = quality.feature_network(data_cfg, args.classifier, args.extractor,
                                   args.extractor_params, args.extractor_kwargs)
     real, _ = read_split(data_cfg, split, args.limit)
-    num = args.num or len(real)
+    num = len(real) if args.num is None else args.num  # --num 0 is an error, not "all"
     if num <= 0:
-        raise _UsageError(f"--num must be positive, got {num}")
+        raise _UsageError(f"no real images in split {split} to compare with")
     fake = fake_fn(num)
     try:
         result = quality.evaluate(net, real, fake, which, seed=args.seed)
@@ -348,7 +435,8 @@ def _quality(args, data_cfg, split: str, which, fake_fn) -> dict:
         raise
     except ValueError as e:  # too few images for a metric
         raise _UsageError(str(e)) from e
-    return {"features": net.name, "real_split": split, "real_images": len(real),
+    return {"features": net.name, "features_fingerprint": net.fingerprint,
+            "real_split": split, "real_images": len(real),
             "generated_images": num, **result}
 
 
@@ -448,6 +536,7 @@ def _eval(args) -> int:
                                               use_ema=not args.no_ema)))
         _print_quality(result, what)
     out = Path(args.workdir) / "eval.json"
+    quality.check_comparable(out, result)
     with open(out, "a") as f:
         f.write(json.dumps(result) + "\n")
     print(f"appended to {out}")
@@ -462,6 +551,12 @@ def _feedback(args) -> int:
                                  smoothing=args.smoothing, std_floor=args.std_floor,
                                  contraction=args.contraction, screen=args.screen,
                                  ridge=args.ridge)
+    if args.finetune is not None and getattr(session.generator, "cfg", None) is not None \
+            and session.generator.cfg.model.num_classes:  # checked before anything is written
+        raise fb.FeedbackError(f"--finetune distils an unconditional generator; this GAN is "
+                               f"conditional (model.num_classes="
+                               f"{session.generator.cfg.model.num_classes}). Rate and steer it "
+                               f"with --like/--dislike and --save-direction instead")
     given = args.like is not None or args.dislike is not None
     if given and args.ratings:
         raise fb.FeedbackError("give --like/--dislike or --ratings, not both")
@@ -549,6 +644,29 @@ def _directions(args) -> int:
     return 0
 
 
+def _studio(args) -> int:
+    from genart_jax.studio import Studio
+    from genart_jax.studio.server import serve
+
+    if not 0 <= args.port <= 65535 or not 1 <= args.num <= 256:
+        raise _UsageError(f"--port must be in 0..65535 and --num in 1..256, got {args.port} "
+                          f"and {args.num}")
+    studio = Studio(args.workdir, directions=args.directions, num=args.num,
+                    session_options={"seed": args.seed})
+    try:
+        server = serve(studio, args.host, args.port)
+    except OSError as e:
+        raise _UsageError(f"cannot listen on {args.host}:{args.port}: {e}") from e
+    print(f"genart studio for {args.workdir}: open {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("genart studio: stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
 class _UsageError(ValueError):
     """A flag combination that cannot work for this workdir."""
 
@@ -569,12 +687,15 @@ def _prepare(args) -> int:
     report = prepare_folder(args.path, args.name, data_dir=args.data_dir, size=args.size,
                             channels=args.channels,
                             labels_from_subfolders=args.labels_from_subfolders,
-                            strict=args.strict)
-    print(f"{report['name']}: {report['images']} images of {args.size}x{args.size}x"
-          f"{args.channels}, {len(report['skipped'])} skipped, classes {report['classes']}; "
+                            strict=args.strict, test_fraction=args.test_fraction,
+                            overwrite=args.overwrite)
+    size, channels = report["size"], report["channels"]  # the data on disk
+    print(f"{report['name']}: {report['images']} images of {size}x{size}x"
+          f"{channels} ({', '.join(f'{n} {s}' for s, n in report['splits'].items())}), "
+          f"{len(report['skipped'])} skipped, classes {report['classes']}; "
           f"report {report['data_dir']}/{report['name']}/{REPORT}. Train with --config."
-          f"data.name={report['name']} --config.data.channels={args.channels} "
-          f"--config.data.image_size={args.size}")
+          f"data.name={report['name']} --config.data.channels={channels} "
+          f"--config.data.image_size={size}")
     for item in report["skipped"][:10]:
         print(f"  skipped {item['file']}: {item['reason']}")
     return 0
@@ -616,12 +737,40 @@ def _export(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from genart_jax.cpu_convolutions import use_eigen_convolutions
-    from genart_jax.host_memory import keep_freed_memory_unless_opted_out
+class _DropOrbaxErrors(logging.Filter):
+    """Orbax's log of a failed background write (the failure itself reaches the CLI)."""
 
-    keep_freed_memory_unless_opted_out()  # before JAX starts its threads: see host_memory
-    use_eigen_convolutions()  # before JAX reads XLA_FLAGS: see cpu_convolutions
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ("orbax" in record.pathname and record.levelno >= logging.ERROR)
+
+
+def _hide_closed_loop(previous):
+    """An unraisable-exception hook that drops 'Event loop is closed' from TensorStore
+    callbacks arriving after a failed save's event loop closed; anything else is passed on."""
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.hides_closed_loop = True
+    return hook
+
+
+def quiet_library_noise() -> None:
+    """No tracebacks beside the CLI's one-line errors: see _DropOrbaxErrors, _hide_closed_loop."""
+    from absl import logging as absl_logging  # first: it sets up the "absl" logger
+
+    absl_log = absl_logging.get_absl_logger()
+    if not any(isinstance(f, _DropOrbaxErrors) for f in absl_log.filters):
+        absl_log.addFilter(_DropOrbaxErrors())
+    if not getattr(sys.unraisablehook, "hides_closed_loop", False):
+        sys.unraisablehook = _hide_closed_loop(sys.unraisablehook)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from genart_jax.cpu_tuning import tune_for_cpu
+
+    tune_for_cpu()  # before JAX starts its threads and reads XLA_FLAGS: see cpu_tuning
     from genart_jax.checkpoint import CheckpointError
     from genart_jax.classifier import ClassifierError
     from genart_jax.config import ConfigError
@@ -629,9 +778,13 @@ def main(argv: list[str] | None = None) -> int:
     from genart_jax.directions import DirectionError
     from genart_jax.export import ExportError
     from genart_jax.feedback import FeedbackError
+    from genart_jax.history import HistoryError
     from genart_jax.parallel import ParallelError
+    from genart_jax.storage_errors import StorageError, storage_error
     from genart_jax.train import Preempted, TrainingDiverged
+    from genart_jax.workdir_lock import WorkdirBusy
 
+    quiet_library_noise()
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     try:
@@ -641,10 +794,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         commands = {"sample": _sample, "export": _export, "eval": _eval, "prepare": _prepare,
                     "bench": _bench, "train-classifier": _train_classifier,
-                    "feedback": _feedback, "directions": _directions}
+                    "train-features": _train_features, "feedback": _feedback,
+                    "directions": _directions, "studio": _studio}
         return commands[args.command](args)
     except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
-            ClassifierError, FeedbackError, DirectionError, _UsageError) as e:
+            ClassifierError, FeedbackError, DirectionError, HistoryError, WorkdirBusy,
+            _UsageError) as e:
         print(f"genart: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
@@ -653,6 +808,15 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as e:  # 128 + signal, as a shell reports a process ended by the signal
         print(f"genart: {e}", file=sys.stderr)
         return 128 + e.signum
+    except StorageError as e:  # disk full, permission denied, read-only: see storage_errors
+        print(f"genart: error: {e}", file=sys.stderr)
+        return EXIT_STORAGE
+    except Exception as e:  # last: anything else that is not a storage fault goes on up
+        found = storage_error(e)
+        if found is None:
+            raise
+        print(f"genart: error: {found}", file=sys.stderr)
+        return EXIT_STORAGE
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Configs: one schema with defaults, python recipe files, and validated `KEY=VALUE` overrides.
 
-A recipe file in `configs/` defines `get_config()` that starts from `base_config()` and sets
-values. Every config that reaches training is checked against the schema: an unknown key or a
-value of the wrong type is a `ConfigError` that names the key and the closest valid one.
+A recipe file in `configs/` defines `get_config()` that starts from `base_config()`, or from
+another recipe through `recipe(NAME)`, and sets values. Every config that reaches training is
+checked against the schema: an unknown key or a value of the wrong type is a `ConfigError` that
+names the key and the closest valid one.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.image_size = 32
     c.data.channels = 1
     c.data.cache = True  # keep the preprocessed split in host memory (small datasets)
-    c.data.prefetch = 2  # batches prepared ahead on a background thread
+    c.data.prefetch = 2  # batches prepared ahead on a background thread (and per worker)
+    c.data.workers = 0  # streaming reader processes (grain); 0: read on the prefetch thread
     c.data.on_device = False  # keep the whole (cached) split on the devices, gather there
 
     c.train = ml_collections.ConfigDict()
@@ -75,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.ema_halflife_kimg = 10.0  # generator EMA half-life in thousands of images
     c.train.ema_rampup = 0.05  # half-life at most this fraction of images seen; 0 = off
     c.train.nonfinite = "stop"  # on a NaN/Inf loss or gradient: "stop" or "skip" the update
+    c.train.steps_per_call = 0  # steps fused into one compiled call; 0 = per backend (loop.py)
 
     c.augment = ml_collections.ConfigDict()
     c.augment.flip = False  # GAN: random horizontal flips of real images
@@ -238,6 +241,13 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     if arch not in _ARCHS[family]:
         raise ConfigError(f"model.arch {arch!r} is not a {family} architecture; choose one of "
                           f"{_ARCHS[family]}")
+    if arch == "dcgan":  # its resolution doubles from 4x4: a size it cannot make is a key error
+        from genart_jax.models.dcgan import num_stages
+
+        try:
+            num_stages(flat["data.image_size"])
+        except ValueError as e:
+            raise ConfigError(f"config key 'data.image_size': {e}") from e
     if flat["data.on_device"] and not (flat["data.cache"] and flat["train.driver"] ==
                                        "shard_map"):
         raise ConfigError("data.on_device=true needs data.cache=true and "
@@ -248,6 +258,9 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
         parse_policy(flat["augment.diffaugment"])
     except ValueError as e:
         raise ConfigError(f"config key 'augment.diffaugment': {e}") from e
+    if flat["data.workers"] < 0 or flat["data.prefetch"] < 0:
+        raise ConfigError(f"data.workers and data.prefetch must be >= 0, got "
+                          f"{flat['data.workers']}, {flat['data.prefetch']}")
     for key in ("model.num_classes", "vae.kl_warmup_steps", "vae.beta"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
@@ -271,7 +284,7 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
         except ValueError as e:
             raise ConfigError(str(e)) from e
     for key in ("train.steps", "train.sample_every", "checkpoint.every_steps",
-                "checkpoint.every_minutes"):
+                "checkpoint.every_minutes", "train.steps_per_call"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
 
@@ -297,16 +310,23 @@ def resolve_config_path(name_or_path: str | None) -> Path:
     )
 
 
-def load_config(name_or_path: str | None = None,
-                overrides: Mapping[str, str] | None = None) -> ml_collections.ConfigDict:
-    """Load a recipe file, apply string overrides, validate and lock."""
+def recipe(name_or_path: str | None = None) -> ml_collections.ConfigDict:
+    """A recipe's `get_config()` (a name in `configs/` or a path), unvalidated and unlocked: what
+    one recipe builds on another with (`c = recipe("dcgan_digits"); c.model.num_classes = 10`),
+    since a recipe file is loaded by path and cannot import its siblings."""
     path = resolve_config_path(name_or_path)
     spec = importlib.util.spec_from_file_location(f"genart_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path} defines no get_config()")
-    cfg = validate(module.get_config())
+    return module.get_config()
+
+
+def load_config(name_or_path: str | None = None,
+                overrides: Mapping[str, str] | None = None) -> ml_collections.ConfigDict:
+    """Load a recipe file, apply string overrides, validate and lock."""
+    cfg = validate(recipe(name_or_path))
     return apply_overrides(cfg, overrides or {})
 
 

@@ -23,7 +23,8 @@ So `use_eigen_convolutions()` appends it to XLA_FLAGS, and only:
   environment sets GENART_EIGEN_CONVOLUTIONS=0.
 
 `eigen_convolutions()` says whether XLA_FLAGS switches YNNPACK's convolutions off;
-`genart_jax.models.resample_conv` picks its CPU forms by it.
+`started_with_eigen()` whether the running backends were started so, and
+`genart_jax.models.resample_conv` picks its CPU forms by that.
 """
 
 from __future__ import annotations
@@ -52,12 +53,28 @@ def eigen_convolutions(xla_flags: str | None = None) -> bool:
     return value is not None and "-individual_convolution" in value.split(",")
 
 
+_eigen_at_start: bool | None = None
+
+
+def started_with_eigen() -> bool:
+    """Whether XLA:CPU runs convolutions with Eigen in this process: `eigen_convolutions()` of
+    XLA_FLAGS as XLA read it, once, when JAX created its backends (read once after that and
+    kept; before, the current XLA_FLAGS, which the backends will read)."""
+    global _eigen_at_start
+    if _eigen_at_start is not None:
+        return _eigen_at_start
+    eigen = eigen_convolutions()
+    if _backends_exist():
+        _eigen_at_start = eigen
+    return eigen
+
+
 def in_effect() -> bool:
     """Whether this process's convolutions run with Eigen: JAX computes on the CPU and XLA_FLAGS
     switches YNNPACK's convolutions off (what the benchmark reports record)."""
     import jax
 
-    return jax.default_backend() == "cpu" and eigen_convolutions()
+    return jax.default_backend() == "cpu" and started_with_eigen()
 
 
 def _jaxlib_version() -> tuple[int, int] | None:
@@ -87,6 +104,11 @@ def _cpu_only() -> bool:
     if importlib.util.find_spec("libtpu") or importlib.util.find_spec("jax_plugins"):
         return False
     return not list(importlib.metadata.entry_points(group="jax_plugins"))
+
+
+def computes_on_cpu() -> bool:
+    """Whether JAX will compute on the CPU in this process (the rule of `_cpu_only`)."""
+    return _cpu_only()
 
 
 def use_eigen_convolutions() -> bool:

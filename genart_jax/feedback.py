@@ -38,7 +38,7 @@ import dataclasses
 import functools
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,7 +49,7 @@ import numpy as np
 import optax
 from PIL import Image, ImageDraw, ImageFont
 
-from genart_jax import checkpoint, sampling
+from genart_jax import checkpoint, history, sampling
 
 PyTree = Any
 SESSION = "session.json"
@@ -207,8 +207,9 @@ class CheckpointGenerator:
         if cfg.model.family != "gan":
             raise FeedbackError("feedback sessions steer GAN latents; this workdir holds a "
                                 f"{cfg.model.family.upper()}")
-        self.cfg, self.state, self.meta, self.step = checkpoint.restore_workdir(workdir, step,
-                                                                                cfg)
+        from genart_jax.train.workdir import restore_workdir
+
+        self.cfg, self.state, self.meta, self.step = restore_workdir(workdir, step, cfg)
         self.use_ema = use_ema
         self.params, self.stats = sampling.generator_variables(self.cfg, self.state, use_ema)
         self.latent_dim = int(self.cfg.model.latent_dim)
@@ -258,7 +259,10 @@ class FeedbackSession:
         if "step" not in stored:  # pin the checkpoint: later training must not change it
             self.settings["step"] = getattr(self.generator, "step", None)
         self.images: np.ndarray | None = None  # the pending round's images, after draw()
-        self.history = [json.loads(line) for line in self._lines()]
+        try:
+            self.history = history.read_records(self.dir / HISTORY)
+        except history.HistoryError as e:
+            raise FeedbackError(str(e)) from e
         self.distribution = self._replay()
 
     def has_session(self) -> bool:
@@ -340,8 +344,7 @@ class FeedbackSession:
                   "latents": self.path(self.round, ".npy").name,
                   "grid": self.path(self.round, ".png").name,
                   "checkpoint_step": self.settings.get("step")}
-        with open(self.dir / HISTORY, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        history.append_record(self.dir / HISTORY, record)
         self.history.append(record)
         self.distribution = self._replay()
         self.images = None
@@ -368,9 +371,11 @@ class FeedbackSession:
         np.save(path, self.direction())
         return path
 
-    def finetune(self, steps: int, *, batch: int = 64, lr: float = 1e-4) -> Path:
+    def finetune(self, steps: int, *, batch: int = 64, lr: float = 1e-4,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
         """Distil the refit distribution into a copy of the generator (see `distill`) and save
-        it as a new workdir feedback/finetuned-roundK; the original checkpoint is untouched."""
+        it as a new workdir feedback/finetuned-roundK; the original checkpoint is untouched.
+        `progress(done, steps)` is called after each step (the studio's progress bar)."""
         if not self.history or not len(self.liked_latents()[0]):
             raise FeedbackError("nothing liked yet: rate at least one round with likes first")
         if steps <= 0:
@@ -383,7 +388,7 @@ class FeedbackSession:
             raise FeedbackError(f"{out} exists already; rate another round or move it away")
         params, stats, losses = distill(gen.cfg, gen.params, gen.stats, self.distribution,
                                         steps=steps, batch=batch, lr=lr,
-                                        seed=self.settings["seed"])
+                                        seed=self.settings["seed"], progress=progress)
         return save_finetuned(out, gen, params, stats, {
             "session": str(self.dir), "rounds": len(self.history), "steps": steps,
             "batch": batch, "lr": lr, "loss_first": losses[0], "loss_last": losses[-1],
@@ -392,16 +397,13 @@ class FeedbackSession:
     def _seed(self, round_: int) -> int:
         return int(self.settings["seed"]) + round_
 
-    def _lines(self) -> list[str]:
-        p = self.dir / HISTORY
-        return [ln for ln in p.read_text().splitlines() if ln.strip()] if p.is_file() else []
-
     def _save_settings(self) -> None:
         settings = {**self.settings, "workdir": str(self.workdir),
                     "latent_dim": self.generator.latent_dim,
                     "update": "cem: mean,std <- (1-a)*prev + a*fit(all liked); std>=floor",
                     "screen_rule": "keep the top 1/screen of proposals by ridge preference"}
-        (self.dir / SESSION).write_text(json.dumps(settings, indent=2, sort_keys=True))
+        history.write_text_atomic(self.dir / SESSION,
+                                  json.dumps(settings, indent=2, sort_keys=True))
 
     def _replay(self) -> Gaussian:
         """The distribution after all rated rounds, recomputed from the saved latents."""
@@ -449,7 +451,8 @@ def simulate(session: FeedbackSession, user: SimulatedUser, rounds: int,
 # --- Fine-tuning toward the feedback -------------------------------------------------------
 
 def distill(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree, dist: Gaussian, *,
-            steps: int, batch: int = 64, lr: float = 1e-4, seed: int = 0
+            steps: int, batch: int = 64, lr: float = 1e-4, seed: int = 0,
+            progress: Callable[[int, int], None] | None = None
             ) -> tuple[PyTree, PyTree, list[float]]:
     """Fine-tune G so that G'(z), z ~ N(0, I), matches G(mean + std * z): the refit
     distribution T(z) is distilled into the weights. Mean squared pixel error, Adam.
@@ -487,6 +490,8 @@ def distill(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree, dist:
     for i in range(steps):
         p, s, opt, loss = step(p, s, opt, jax.random.fold_in(key, i))
         losses.append(float(loss))
+        if progress is not None:
+            progress(i + 1, steps)
     return jax.tree.map(np.asarray, p), jax.tree.map(np.asarray, s), losses
 
 

@@ -197,3 +197,11 @@ def kl_warmup(step: jax.Array, warmup_steps: int) -> jax.Array:
     if warmup_steps <= 0:
         return jnp.float32(1.0)
     return jnp.minimum(1.0, step.astype(jnp.float32) / warmup_steps)
+
+
+def likelihood_mean_image(kind: str, out: jax.Array) -> jax.Array:
+    """A VAE decoder's output -> its mean image in [-1, 1]: the Bernoulli mean (from logits)
+    rescaled, or the Gaussian mean clipped."""
+    if kind == "bernoulli":
+        return 2.0 * jax.nn.sigmoid(out) - 1.0
+    return jnp.clip(out, -1.0, 1.0)

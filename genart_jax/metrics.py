@@ -82,28 +82,48 @@ def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(d, 0, None)
 
 
-def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
-    """Squared distance from each point of x to its k-th nearest other point of x."""
+KNN_CHUNK_BYTES = 128 * 2**20  # float64 distance block of one chunk of rows: bounds memory
+
+
+def _row_chunk(n_cols: int, chunk: int | None) -> int:
+    """Rows per block so that a (rows, n_cols) float64 block stays near KNN_CHUNK_BYTES."""
+    if chunk is not None:
+        if chunk <= 0:
+            raise ValueError(f"chunk must be positive, got {chunk}")
+        return chunk
+    return max(1, KNN_CHUNK_BYTES // (8 * max(n_cols, 1)))
+
+
+def _knn_radii(x: np.ndarray, k: int, chunk: int | None = None) -> np.ndarray:
+    """Squared distance from each point of x to its k-th nearest other point of x, computed a
+    block of rows at a time (memory O(chunk * N), not O(N^2))."""
     if len(x) <= k:
         raise ValueError(f"k-NN manifold with k={k} needs more than {k} points, got {len(x)}")
-    d = _sq_distances(x, x)
-    return np.partition(d, k, axis=1)[:, k]  # column 0 of the sorted row is the point itself
+    rows = _row_chunk(len(x), chunk)
+    # column 0 of a sorted row is the point itself; copy the column, or the view would keep
+    # each whole block alive until the end
+    return np.concatenate([np.partition(_sq_distances(x[i:i + rows], x), k, axis=1)[:, k].copy()
+                           for i in range(0, len(x), rows)])
 
 
 def _coverage(manifold: np.ndarray, radii: np.ndarray, queries: np.ndarray,
-              chunk: int = 1024) -> float:
+              chunk: int | None = None) -> float:
     """Fraction of `queries` inside at least one ball (manifold point, its k-NN radius)."""
-    inside = [(_sq_distances(queries[i:i + chunk], manifold) <= radii[None, :]).any(1)
-              for i in range(0, len(queries), chunk)]
+    rows = _row_chunk(len(manifold), chunk)
+    inside = [(_sq_distances(queries[i:i + rows], manifold) <= radii[None, :]).any(1)
+              for i in range(0, len(queries), rows)]
     return float(np.concatenate(inside).mean())
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3,
+                     chunk: int | None = None) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019): precision = share of fake
-    points inside the real k-NN manifold, recall = share of real points inside the fake one."""
+    points inside the real k-NN manifold, recall = share of real points inside the fake one.
+    Distances go in blocks of `chunk` rows (default: ~128 MiB blocks); the result does not
+    depend on it."""
     x, y = np.asarray(real, np.float64), np.asarray(fake, np.float64)
-    precision = _coverage(x, _knn_radii(x, k), y)
-    recall = _coverage(y, _knn_radii(y, k), x)
+    precision = _coverage(x, _knn_radii(x, k, chunk), y, chunk)
+    recall = _coverage(y, _knn_radii(y, k, chunk), x, chunk)
     return precision, recall
 
 

@@ -123,6 +123,11 @@ def _host_copy(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
+def last_step(step_metrics: dict[str, np.ndarray]) -> dict[str, float]:
+    """The last step's values of `get_step_metrics`, as floats."""
+    return {k: float(v[-1]) for k, v in step_metrics.items()}
+
+
 def fuse_steps(step: Step, k: int, unroll: bool = True) -> Step:
     """k steps in one compiled call: `lax.scan` over batches stacked on a leading axis of k;
     metrics come back stacked (k, ...). Removes the host dispatch between steps.
@@ -184,6 +189,8 @@ class ShardMapDriver:
 
     def put_batch(self, local_batch: PyTree) -> PyTree:
         """Process-local arrays (d_steps, local_batch, ...) -> one global array per leaf."""
+        if jax.process_count() == 1:  # the local batch is the global one: one call for all
+            return jax.device_put(local_batch, self.batch_sharding)
         axis = 2 if self.steps_per_call > 1 else 1  # the batch axis
 
         def put(x):
@@ -203,10 +210,13 @@ class ShardMapDriver:
     def gather_batch(self, dataset: PyTree, local_batch: PyTree) -> PyTree:
         """{"image": indices (group, local_batch), "label": ...} -> the sharded global batch,
         images gathered on the devices from the resident `dataset`."""
+        return self.gather_placed(dataset, self.put_batch(local_batch))
+
+    def gather_placed(self, dataset: PyTree, batch: PyTree) -> PyTree:
+        """`gather_batch` of a batch of indices that `put_batch` already placed."""
         if self._gather is None:
             self._gather = jax.jit(lambda data, idx: data[idx],
                                    out_shardings=self.batch_sharding)
-        batch = self.put_batch(local_batch)
         return dict(batch, image=self._gather(dataset, batch["image"]))
 
     def get_state(self, state: PyTree) -> PyTree:
@@ -214,7 +224,11 @@ class ShardMapDriver:
 
     def get_metrics(self, metrics: PyTree) -> dict[str, float]:
         """Metrics of the (last) step of a call, as floats."""
-        return {k: float(np.asarray(v).reshape(-1)[-1]) for k, v in
+        return last_step(self.get_step_metrics(metrics))
+
+    def get_step_metrics(self, metrics: PyTree) -> dict[str, np.ndarray]:
+        """Metrics of every step of a call: one (steps_per_call,) float array per name."""
+        return {k: np.asarray(v, np.float64).reshape(self.steps_per_call) for k, v in
                 jax.device_get(metrics).items()}
 
 
@@ -262,7 +276,11 @@ class PmapDriver:
         return _host_copy(jax.tree.map(lambda x: x[0], state))
 
     def get_metrics(self, metrics: PyTree) -> dict[str, float]:
-        return {k: float(np.asarray(v[0]).reshape(-1)[-1]) for k, v in
+        return last_step(self.get_step_metrics(metrics))
+
+    def get_step_metrics(self, metrics: PyTree) -> dict[str, np.ndarray]:
+        """Metrics of every step of a call (device 0's copy): (steps_per_call,) per name."""
+        return {k: np.asarray(v[0], np.float64).reshape(self.steps_per_call) for k, v in
                 jax.device_get(metrics).items()}
 
 

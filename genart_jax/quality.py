@@ -3,21 +3,27 @@ network (a package-trained classifier or a user's extractor), then `metrics.comp
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import ml_collections
 import numpy as np
 
-from genart_jax import metrics, sampling
+from genart_jax import metrics, sampling, selfsup
 from genart_jax.classifier import (
+    META_FILE,
     Classifier,
     ClassifierError,
     Extractor,
+    default_dir,
     load_extractor,
     matching_classifier,
+    train_command,
 )
 
 GENERATE_CHUNK = 500
+INCEPTION_BATCH = 50
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -30,17 +36,53 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     return which
 
 
+INCEPTION_NAME = "FID Inception-v3"
+
+
+def inception_extractor(weights: str | Path) -> Extractor:
+    """The FID Inception-v3 (pool3, 2048-d) with the weights in `weights` (.npz/.safetensors)."""
+    from genart_jax.models import inception
+
+    try:
+        params = inception.load_params(weights)
+    except inception.WeightsError as e:
+        raise ClassifierError(str(e)) from e
+    return Extractor(inception.FIDInceptionV3(), params, INCEPTION_NAME,
+                     batch=INCEPTION_BATCH)
+
+
 def feature_network(data_cfg: Any, classifier: str | None = None,
                     extractor: str | None = None, extractor_params: str | None = None,
                     extractor_kwargs: str | None = None) -> Classifier | Extractor:
-    """The user's extractor if given, else the classifier in `classifier` (default: the
-    package's default folder for this dataset and size), checked against `data_cfg`."""
+    """The feature network `extractor` names: "classifier" (in `classifier`, default the
+    package's folder for this dataset and size), "selfsup" (the SimCLR encoder in
+    `extractor_params`, default its folder), "inception" (weights file `extractor_params`) or
+    a user's module "package.module:Class". Without one: the classifier if it is trained,
+    else the self-supervised encoder; a missing network says how to train it."""
+    if extractor == "classifier" or (extractor is None and classifier):
+        return matching_classifier(data_cfg, classifier, purpose=" for the metrics' features",
+                                   alternative=", or give another with --extractor")
+    if extractor == "selfsup":
+        return selfsup.matching_encoder(data_cfg, extractor_params)
+    if extractor == "inception":
+        if not extractor_params:
+            raise ClassifierError("--extractor inception needs --extractor-params "
+                                  "WEIGHTS.npz (see scripts/convert_fid_inception.py)")
+        return inception_extractor(extractor_params)
     if extractor:
         if not extractor_params:
             raise ClassifierError("--extractor needs --extractor-params FILE.msgpack")
         return load_extractor(extractor, extractor_params, extractor_kwargs)
-    return matching_classifier(data_cfg, classifier, purpose=" for the metrics' features",
-                               alternative=", or give your own with --extractor")
+    if (default_dir(data_cfg.name, data_cfg.image_size) / META_FILE).is_file():
+        return matching_classifier(data_cfg, None)
+    if (selfsup.default_dir(data_cfg.name, data_cfg.image_size) / selfsup.META_FILE).is_file():
+        return selfsup.matching_encoder(data_cfg, None)
+    size, ch = data_cfg.image_size, data_cfg.channels
+    raise ClassifierError(
+        f"no feature network for {data_cfg.name} at {size}x{size}x{ch}: train the "
+        f"label-free one with `{selfsup.train_command(data_cfg.name, size, ch)}` (any "
+        f"dataset), or a classifier with `{train_command(data_cfg.name, size, ch)}` "
+        f"(labelled data), or use --extractor inception --extractor-params WEIGHTS.npz")
 
 
 def model_samples(cfg: ml_collections.ConfigDict, state: Any, *, num: int, seed: int = 0,
@@ -51,10 +93,8 @@ def model_samples(cfg: ml_collections.ConfigDict, state: Any, *, num: int, seed:
     if num <= 0:
         raise ValueError(f"number of samples must be positive, got {num}")
     if cfg.model.family == "vae":
-        from genart_jax.train import vae
-
         def make(n, s):
-            return vae.prior_samples(cfg, state.params, num=n, seed=s)
+            return sampling.vae_prior_samples(cfg, state.params, num=n, seed=s)
     else:
         params, stats = sampling.generator_variables(cfg, state, use_ema)
 
@@ -69,3 +109,24 @@ def evaluate(net: Classifier | Extractor, real: np.ndarray, fake: np.ndarray,
              which: tuple[str, ...], seed: int = 0) -> dict[str, Any]:
     """The asked metrics of `fake` against `real` images in `net`'s feature space."""
     return metrics.compute(net.features(real), net.features(fake), net.name, which, seed=seed)
+
+
+def check_comparable(results_file: str | Path, result: dict[str, Any]) -> None:
+    """Refuse to add `result` to a results file (JSON lines) that holds numbers in a feature
+    space of the same name from another network (another fingerprint): such numbers look
+    comparable and are not."""
+    path = Path(results_file)
+    if "features" not in result or not path.is_file():
+        return
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            old = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if (isinstance(old, dict) and old.get("features") == result["features"]
+                and old.get("features_fingerprint") != result.get("features_fingerprint")):
+            raise ClassifierError(
+                f"{path} line {n} holds metrics in '{result['features']}' features of another "
+                f"network (fingerprint {old.get('features_fingerprint', 'unrecorded')}, now "
+                f"{result.get('features_fingerprint')}); numbers of different feature networks "
+                f"are not comparable: move {path} aside to start a new results file")

@@ -18,7 +18,8 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from genart_jax.models import build_gan
+from genart_jax.losses import likelihood_mean_image
+from genart_jax.models import build_gan, build_vae
 
 PyTree = Any
 CALIBRATION_BATCH = 512
@@ -53,6 +54,21 @@ def _recalibrate(calibrator, params, batch_stats, z, y):
 def _generate(generator, params, batch_stats, z, y):
     variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
     return generator.apply(variables, z, y, train=False)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _decode_mean(model, kind, params, z, y):
+    return likelihood_mean_image(kind, model.apply({"params": params}, z, y,
+                                                   method=model.decode))
+
+
+def vae_prior_samples(cfg: ml_collections.ConfigDict, params: PyTree, *, num: int, seed: int,
+                      themes: list[int] | None = None) -> np.ndarray:
+    """A VAE's decoder means for z ~ N(0, I) (latent i from `latents(seed, ...)`); a
+    conditional model cycles through `themes` (default: all classes), one theme per column."""
+    z = latents(seed, num, cfg.model.latent_dim)
+    y, _ = theme_labels(num, cfg.model.num_classes, themes)
+    return np.asarray(_decode_mean(build_vae(cfg), cfg.vae.likelihood, params, z, y))
 
 
 def recalibrated_batch_stats(cfg: ml_collections.ConfigDict, g_params: PyTree,

@@ -119,6 +119,7 @@ def test_eval_without_a_classifier_says_how_to_train_one(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert "genart train-classifier --data digits --image-size 16 --channels 1 --out " \
            "runs/classifier_digits_16" in err
+    assert "genart train-features --data digits --image-size 16 --channels 1" in err
     assert main(["eval", "--workdir", str(tmp_path), "--metrics", "fid,is"]) == 2
     assert "subset of fid,kid,pr" in capsys.readouterr().err
     assert not (tmp_path / "eval.json").exists()

@@ -11,6 +11,7 @@ from genart_jax.data import (
     open_source,
     prefetch,
     process_indices,
+    read_split,
     to_model_input,
 )
 from genart_jax.data.digits import digits_arrays
@@ -117,9 +118,98 @@ def test_make_input_digits_batches():
     batch, pos = next(it)
     assert n == 1497 and pos == Position(0, 1)
     assert batch["image"].shape == (1, 8, 16, 16, 1) and batch["label"].shape == (1, 8)
-    assert -1.0 <= batch["image"].min() < batch["image"].max() <= 1.0
-    uncached = tiny_config("dcgan", **{"data.cache": "false"})
-    it2, _ = make_input(uncached.data, global_batch=16, seed=0, process_index=1,
-                        process_count=2)
-    b2, _ = next(it2)
-    np.testing.assert_allclose(b2["image"], batch["image"], atol=1e-6)
+    assert batch["image"].dtype == np.uint8 and batch["image"].min() < batch["image"].max()
+    # Streaming reads the stored 8x8 images as they are: same batches as the cache at 8 px.
+    native = tiny_config("dcgan", **{"data.image_size": "8"})
+    uncached = tiny_config("dcgan", **{"data.cache": "false", "data.image_size": "8",
+                                       "data.workers": "0"})
+    want, _ = next(make_input(native.data, global_batch=16, seed=0, process_index=1,
+                              process_count=2)[0])
+    b2, _ = next(make_input(uncached.data, global_batch=16, seed=0, process_index=1,
+                            process_count=2)[0])
+    np.testing.assert_array_equal(b2["image"], want["image"])
+    # ... and never resizes per batch: another size is an error saying what to do.
+    with pytest.raises(DataError, match="stored at 8x8x1.*trains at 16x16x1.*data.cache=true"):
+        make_input(tiny_config("dcgan", **{"data.cache": "false"}).data, global_batch=16,
+                   seed=0)
+
+
+def test_to_model_range_is_the_8bit_grid_under_jit():
+    import jax
+    import jax.numpy as jnp
+
+    from genart_jax.data.convert import to_model_range, to_model_range_np
+
+    k = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    want = k.astype(np.float64) / 127.5 - 1.0  # the bin centres of the discretised likelihood
+    got = jax.jit(to_model_range)(k)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=2.5e-7, rtol=0)  # 2 ulp
+    np.testing.assert_allclose(to_model_range_np(k), np.asarray(got), atol=2.5e-7, rtol=0)
+    bf = jax.jit(lambda x: to_model_range(x, jnp.bfloat16))(k)
+    assert bf.dtype == jnp.bfloat16 and float(bf.min()) == -1.0 and float(bf.max()) == 1.0
+    x = np.linspace(-1, 1, 5, dtype=np.float32)  # already in the model's range: unchanged
+    assert to_model_range(x) is x
+
+
+def test_resized_data_lie_on_bin_centres():
+    """Digits (8 px) trained at 16 px are resized once, rounded to uint8: every value the model
+    and the VAE's discretised likelihood see is k / 127.5 - 1 for an integer k."""
+    from genart_jax.data.convert import to_model_range_np
+    from genart_jax.data.pipeline import load_cached
+
+    images, _ = load_cached(tiny_config("dcgan").data)
+    assert images.dtype == np.uint8 and images.shape[1:] == (16, 16, 1)
+    x = to_model_range_np(images).astype(np.float64)
+    k = (x + 1.0) * 127.5
+    np.testing.assert_allclose(k, np.rint(k), atol=1e-4, rtol=0)
+    assert len(np.unique(k.round())) > 100  # a resize, not a copy of 0/255 only
+    evaluated, _ = read_split(tiny_config("dcgan").data, "train", limit=50)  # the host twin
+    np.testing.assert_array_equal(evaluated, to_model_range_np(images[:50]))
+
+
+def test_epoch_permutation_is_computed_once_per_epoch():
+    from genart_jax.data.pipeline import epoch_permutation
+
+    epoch_permutation.cache_clear()
+    it = BatchIterator(lambda idx: (idx[:, None, None, None], idx.astype(np.int32)), 1000,
+                       global_batch=10, seed=1)
+    for _ in range(150):  # one and a half epochs of 100 batches
+        next(it)
+    info = epoch_permutation.cache_info()
+    assert info.misses == 2 and info.hits == 148
+    assert not epoch_permutation(1, 0, 1000).flags.writeable
+
+
+@pytest.mark.slow
+def test_streaming_with_a_worker_resumes_bitwise_like_an_uninterrupted_in_process_run(tmp_path):
+    """data.workers=1 (a grain worker process) stopped halfway and resumed ends in exactly
+    the state of an uninterrupted run reading in-process (data.workers=0)."""
+    import jax
+
+    from genart_jax import checkpoint
+    from genart_jax.config import apply_overrides
+    from genart_jax.train import abstract_state, train_and_evaluate
+
+    base = tiny_config("mlp", **{"data.image_size": "8", "data.cache": "false",
+                                 "train.log_every": "1", "train.sample_every": "0",
+                                 "checkpoint.every_steps": "0", "sample.num": "4"})
+
+    def run(workers, workdir, steps):
+        cfg = apply_overrides(base, {"data.workers": workers, "train.steps": str(steps)})
+        train_and_evaluate(cfg, workdir, progress=False)
+        return checkpoint.restore(workdir, abstract_state(cfg))[0]
+
+    want = run("0", tmp_path / "full", 4)
+    run("1", tmp_path / "resumed", 2)
+    got = run("1", tmp_path / "resumed", 4)
+    for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_worker_and_prefetch_counts_are_validated():
+    from genart_jax.config import ConfigError
+
+    for key in ("data.workers", "data.prefetch"):
+        with pytest.raises(ConfigError, match="data.workers and data.prefetch must be >= 0"):
+            tiny_config("dcgan", **{key: "-1"})

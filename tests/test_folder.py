@@ -11,7 +11,7 @@ from PIL import Image
 from genart_jax.cli import main
 from genart_jax.data import DataError, open_source
 from genart_jax.data import prepare as prepare_module
-from genart_jax.data.folder import load_image, prepare_folder
+from genart_jax.data.folder import assign_splits, load_image, prepare_folder
 from tests.test_cli import run_genart
 
 
@@ -54,13 +54,98 @@ def test_prepare_folder_skips_and_reports_bad_files(tmp_path):
     assert "truncated" in skipped["sun/truncated.png"]
     on_disk = json.loads((tmp_path / "data" / "my_art" / "prepare_report.json").read_text())
     assert on_disk == report
+    # 6 images per class, 10% held out per class: round(0.6) = 1 of each in "test".
+    assert report["splits"] == {"train": 10, "test": 2} and report["test_fraction"] == 0.1
     source = open_source("my_art", "train", str(tmp_path / "data"))
-    assert len(source) == 12 and source[0]["image"].shape == (16, 16, 3)
-    assert sorted({int(source[i]["label"]) for i in range(12)}) == [0, 1]
+    assert len(source) == 10 and source[0]["image"].shape == (16, 16, 3)
+    assert sorted({int(source[i]["label"]) for i in range(10)}) == [0, 1]
+    test = open_source("my_art", "test", str(tmp_path / "data"))
+    assert sorted(int(test[i]["label"]) for i in range(2)) == [0, 1]  # labels in both splits
     # Preparing again changes nothing.
     again = prepare_folder(src, "my_art", data_dir=str(tmp_path / "data"), size=16,
                            labels_from_subfolders=True)
     assert again == report
+    with pytest.raises(DataError, match=r"prepared differently \(test_fraction 0.1 -> 0.2\)"):
+        prepare_folder(src, "my_art", data_dir=str(tmp_path / "data"), size=16,
+                       labels_from_subfolders=True, test_fraction=0.2)
+
+
+def test_assign_splits_is_deterministic_per_class_and_order_free():
+    keys = [f"img_{i:04d}.png" for i in range(200)]
+    labels = [i % 3 for i in range(200)]  # classes of 67, 67, 66
+    splits = assign_splits(keys, labels, 0.25)
+    for c in range(3):
+        n = labels.count(c)
+        held = sum(s == "test" for s, y in zip(splits, labels, strict=True) if y == c)
+        assert held == round(0.25 * n)
+    order = np.random.default_rng(0).permutation(200)
+    shuffled = assign_splits([keys[i] for i in order], [labels[i] for i in order], 0.25)
+    assert [shuffled[list(order).index(i)] for i in range(200)] == splits
+    test_idx = [i for i, s in enumerate(splits) if s == "test"]
+    assert test_idx != list(range(len(test_idx)))  # not simply the first files by name
+    assert assign_splits(keys, labels, 0.0) == ["train"] * 200
+    assert assign_splits(["a", "b"], [0, 1], 0.5) == ["train", "train"]  # one per class: kept
+    assert sorted(assign_splits(["a", "b"], [0, 0], 0.01)) == ["test", "train"]  # at least 1
+    for bad in (-0.1, 1.0):
+        with pytest.raises(DataError, match="--test-fraction must be in"):
+            assign_splits(keys, labels, bad)
+
+
+def test_raw_records_hold_the_decoded_pixels_and_reject_damage(tmp_path):
+    src = make_folder(tmp_path / "art")
+    data = tmp_path / "data"
+    prepare_folder(src, "raw_art", data_dir=str(data), size=8, channels=1,
+                   labels_from_subfolders=True, test_fraction=0.0)
+    record = json.loads((data / "raw_art" / "prepared.json").read_text())
+    assert (record["source"], record["size"], record["channels"], record["count"]) == (
+        str(src.resolve()), 8, 1, 12)
+    source = open_source("raw_art", "train", str(data))
+    images, labels = source.read(np.arange(12))
+    files = sorted(p for p in src.rglob("*") if p.suffix in (".png", ".jpg", ".gif")
+                   and p.parent != src and p.name != "truncated.png")
+    np.testing.assert_array_equal(images, np.stack([load_image(p, 8, 1) for p in files]))
+    np.testing.assert_array_equal(labels, [int(p.parent.name == "sun") for p in files])
+    shard = data / "raw_art" / "train.array_record"
+    shard.write_bytes(shard.read_bytes()[:-100])  # a truncated shard: one clear error
+    with pytest.raises(DataError, match="(?s)^[^\n]*raw_art.*prepare it again with --overwrite"
+                       "[^\n]*$"):
+        open_source("raw_art", "train", str(data)).read(np.arange(12))
+
+
+def test_prepare_again_differently_refuses_or_rebuilds_with_overwrite(tmp_path, capsys):
+    src = make_folder(tmp_path / "art")
+    data = str(tmp_path / "data")
+    prepare_folder(src, "art", data_dir=data, size=8)
+    for kw, diff in [({"size": 16}, "size 8 -> 16"), ({"channels": 1}, "channels 3 -> 1")]:
+        with pytest.raises(DataError, match=f"prepared differently.*{diff}.*--overwrite"):
+            prepare_folder(src, "art", data_dir=data, **kw)
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.new("RGB", (9, 9)).save(other / "a.png")
+    assert main(["prepare", "folder", str(other), "--name", "art", "--data_dir", data,
+                 "--size", "8"]) == 2
+    assert "source" in capsys.readouterr().err
+    assert main(["prepare", "folder", str(other), "--name", "art", "--data_dir", data,
+                 "--size", "12", "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert "art: 1 images of 12x12x3" in out and "--config.data.image_size=12" in out
+    assert len(open_source("art", "train", data)) == 1
+
+
+def test_a_config_that_disagrees_with_the_prepared_data_names_both(tmp_path):
+    from genart_jax.config import load_config
+    from genart_jax.data import make_input
+
+    src = make_folder(tmp_path / "art")
+    data = str(tmp_path / "data")
+    prepare_folder(src, "art", data_dir=data, size=8)
+    for cache in ("true", "false"):
+        cfg = load_config("dcgan_digits", {"data.name": "art", "data.data_dir": data,
+                                           "data.image_size": "16", "data.channels": "3",
+                                           "data.cache": cache})
+        with pytest.raises(DataError, match="prepared at 8x8x3 from .*asks data.image_size=16 "
+                                            "data.channels=3.*--size 16 --channels 3"):
+            make_input(cfg.data, global_batch=4, seed=0)
 
 
 def test_prepare_folder_errors(tmp_path):
@@ -98,12 +183,15 @@ def test_a_standard_tfds_name_reads_through_mock_data():
     from genart_jax.config import load_config
     from genart_jax.data import make_input
 
-    cfg = load_config("dcgan_mnist", {"data.image_size": "16"})
+    # Streaming at the stored 28 px (an MLP VAE: a DCGAN needs 4 * 2^k); in this process (mock
+    # data are not seen by workers).
+    cfg = load_config("vae_mnist", {"data.image_size": "28", "data.cache": "false",
+                                      "data.workers": "0"})
     with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
         it, n = make_input(cfg.data, global_batch=8, seed=0)
         batch, _ = next(it)
-    assert n == 40 and batch["image"].shape == (1, 8, 16, 16, 1)
-    assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+    assert n == 40 and batch["image"].shape == (1, 8, 28, 28, 1)
+    assert batch["image"].dtype == np.uint8
 
 
 @pytest.mark.slow
@@ -113,7 +201,8 @@ def test_prepare_folder_then_train_end_to_end(tmp_path):
     proc = run_genart(["prepare", "folder", str(tmp_path / "art"), "--name", "my_art",
                        "--size", "16", "--data_dir", data])
     assert proc.returncode == 0, proc.stderr
-    assert "13 images" in proc.stdout and "2 skipped" in proc.stdout
+    assert "13 images of 16x16x3 (12 train, 1 test)" in proc.stdout, proc.stdout
+    assert "2 skipped" in proc.stdout
     proc = run_genart(["train", "--workdir", str(tmp_path / "run"), "--steps", "4",
                        "--config.data.name=my_art", f"--config.data.data_dir={data}",
                        "--config.data.channels=3", "--config.data.image_size=16",
@@ -121,5 +210,5 @@ def test_prepare_folder_then_train_end_to_end(tmp_path):
                        "--config.model.d_width=8", "--config.augment.diffaugment=translation",
                        "--config.augment.flip=true"])
     assert proc.returncode == 0, proc.stderr
-    assert "on my_art (13 images, 16x16x3)" in proc.stdout
+    assert "on my_art (12 images, 16x16x3)" in proc.stdout
     assert (tmp_path / "run" / "samples" / "final.png").is_file()

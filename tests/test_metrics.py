@@ -127,3 +127,51 @@ def test_precision_uses_the_kth_neighbour_radius_inclusive():
     fake = np.array([[19.0], [19.5], [100.0], [101.0]])
     assert metrics.precision_recall(real, fake, k=3)[0] == 0.25
     assert metrics.precision_recall(real, fake, k=1)[0] == 0.0  # radius of 10 is 4
+
+
+def _brute_precision_recall(real, fake, k):
+    """The whole N x N distance matrices at once, by explicit differences: the reference."""
+    def radii(x):
+        d = ((x[:, None] - x[None]) ** 2).sum(-1)
+        return np.sort(d, axis=1)[:, k]
+
+    def cover(m, r, q):
+        return float((((q[:, None] - m[None]) ** 2).sum(-1) <= r[None]).any(1).mean())
+    return cover(real, radii(real), fake), cover(fake, radii(fake), real)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000, None])
+def test_precision_recall_do_not_depend_on_the_chunk_size(chunk):
+    rng = np.random.default_rng(9)
+    real, fake = rng.normal(size=(150, 5)), rng.normal(size=(130, 5)) * 1.3 + 0.2
+    want = _brute_precision_recall(real, fake, 3)
+    assert 0 < want[0] < 1 and 0 < want[1] < 1  # neither trivially 0 nor 1
+    assert metrics.precision_recall(real, fake, k=3, chunk=chunk) == want
+
+
+def test_knn_radii_blocks_bound_memory(monkeypatch):
+    """With a tiny block budget each distance block holds one row: nothing N x N is made."""
+    shapes = []
+    orig = metrics._sq_distances
+    monkeypatch.setattr(metrics, "_sq_distances",
+                        lambda a, b: shapes.append((len(a), len(b))) or orig(a, b))
+    monkeypatch.setattr(metrics, "KNN_CHUNK_BYTES", 8 * 40)
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    metrics.precision_recall(x, x[:30] + 0.1)
+    assert max(r for r, _ in shapes) == 1
+    with pytest.raises(ValueError, match="chunk must be positive"):
+        metrics.precision_recall(x, x, chunk=0)
+
+
+def test_precision_recall_peak_memory_is_a_few_blocks(monkeypatch):
+    """2,000 points in blocks of 10 rows: the peak stays far below one 2,000^2 matrix (32 MB)
+    (a kept view of each block would hold all of them: 32 MB again)."""
+    import tracemalloc
+
+    monkeypatch.setattr(metrics, "KNN_CHUNK_BYTES", 8 * 2000 * 10)
+    x = np.random.default_rng(0).normal(size=(2000, 4))
+    tracemalloc.start()
+    metrics.precision_recall(x, x * 1.1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * 2**20, peak

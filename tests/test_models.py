@@ -81,6 +81,9 @@ def test_bfloat16_compute_keeps_float32_params():
 
 @pytest.mark.parametrize("size", [12, 4, 48])
 def test_dcgan_rejects_sizes_that_are_not_4_times_a_power_of_two(size):
-    cfg = tiny_config("dcgan", **{"data.image_size": str(size)})
+    cfg = tiny_config("dcgan")
+    data = cfg.data.to_dict() | {"image_size": size}
     with pytest.raises(ValueError, match="4 \\* 2\\^k"):
-        build_gan(cfg.model, cfg.data)
+        build_gan(cfg.model, type(cfg.data)(data))
+    with pytest.raises(ValueError, match="config key 'data.image_size'.*4 \\* 2\\^k"):
+        tiny_config("dcgan", **{"data.image_size": str(size)})  # the config says so first

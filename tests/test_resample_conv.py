@@ -152,8 +152,9 @@ def test_xla_forms_switches_the_traced_forms_and_restores_them():
     w = jax.ShapeDtypeStruct((4, 4, 64, 128), jnp.float32)
 
     def dilated():  # XLA's own up is a convolution with a dilated input
-        # A new function each time: traces are cached per function, not per flag.
-        return "lhs_dilation=(2, 2)" in str(jax.make_jaxpr(lambda a, b: rc.up(a, b))(s, w))
+        # A new function each time: traces are cached per function, not per flag. The CPU
+        # lowering keeps only the CPU branch of `lax.platform_dependent`.
+        return "lhs_dilate = [2, 2]" in jax.jit(lambda a, b: rc.up(a, b)).lower(s, w).as_text()
 
     assert not dilated()  # the CPU forms (tests run on CPU)
     with pytest.raises(RuntimeError), rc.xla_forms():

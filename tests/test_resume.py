@@ -10,6 +10,7 @@ import pytest
 
 from genart_jax import checkpoint, sampling
 from genart_jax.config import apply_overrides
+from genart_jax.data.convert import to_model_range_np
 from genart_jax.export import ExportError, export_generator, load_generator
 from genart_jax.train import TrainingDiverged, abstract_state, train_and_evaluate
 from genart_jax.train import loop as loop_module
@@ -125,8 +126,8 @@ def poisoned_input(bad_step):
         def poisoned(idx):
             calls["n"] += 1
             x, y = fetch(idx)
-            if calls["n"] == bad_step:
-                x = x.copy()
+            if calls["n"] == bad_step:  # uint8 holds no NaN: this batch in the model's range
+                x = to_model_range_np(x)
                 x[0, 0, 0, 0] = np.nan
             return x, y
         iterator.fetch = poisoned

@@ -41,6 +41,12 @@ class Digits(tfds.core.GeneratorBasedBuilder):
             homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html",
         )
 
+    def _log_download_bytes(self) -> None:
+        """Silent: TFDS would print 'Downloading ... Unknown size' for data never downloaded."""
+
+    def _log_download_done(self) -> None:
+        """Silent: the caller says what was prepared."""
+
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
         images, labels = digits_arrays()

@@ -1,28 +1,39 @@
-"""`genart prepare folder`: a folder of the user's own images as a project-owned TFDS dataset.
+"""`genart prepare folder`: a folder of the user's own images as a prepared dataset of raw uint8
+records (data/records.py), read with one copy per image.
 
 Every file is decoded with Pillow (EXIF orientation applied, animated images take their first
 frame); palette, greyscale, RGBA and CMYK images are converted to the chosen channel count
 (transparency composited on white); each image is centre-cropped to a square and resized
 (Lanczos) to `size`. Files that are not images, corrupt or truncated are skipped, counted and
 listed in `prepare_report.json` beside the data (`strict=True` stops at the first one, naming
-it). Subfolders can name the classes (themes). Features are `tfds.features.Tensor`, so no
-TensorFlow is needed; TFDS writes into a temporary folder renamed when complete, so an
-interrupted prepare leaves nothing a later run would read, and preparing again is a no-op.
+it). Subfolders can name the classes (themes). No TensorFlow is needed. The data are written
+into a temporary folder renamed when complete, so an interrupted prepare leaves nothing a later
+run would read; preparing again the same way is a no-op, another way an error unless
+`overwrite`; `prepared.json` records source, size, channels and count for training to check.
+A deterministic `test_fraction` of the images (per class with labelled subfolders) is held out
+as split "test" (`assign_splits`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from genart_jax.data.records import read_record, write_record, write_split
 from genart_jax.data.sources import DataError, _file_lock, resolve_data_dir
 
 REPORT = "prepare_report.json"
+TEST_FRACTION = 0.1  # the share of a folder held out as split "test"
+SPLIT_RULE = ("per class, the round(test_fraction * n) files with the smallest SHA-256 of their "
+              "relative path")
 
 
 @dataclass
@@ -84,59 +95,106 @@ def scan_folder(root: Path, size: int, channels: int, labels_from_subfolders: bo
     return scan
 
 
-def _builder_class(name: str, root: Path, scan: Scan, size: int, channels: int):
-    import tensorflow_datasets as tfds
+def assign_splits(keys: list[str], labels: list[int], test_fraction: float) -> list[str]:
+    """"train" or "test" for each example: within each label, the round(fraction * n) examples
+    with the smallest SHA-256 of their key (relative path) are "test" (at least one, and one
+    left for "train", where the class has two or more). The choice depends on the files' names
+    only, not on their order or the machine."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise DataError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    splits = ["train"] * len(keys)
+    for label in sorted(set(labels)):
+        members = [i for i, y in enumerate(labels) if y == label]
+        members.sort(key=lambda i: hashlib.sha256(keys[i].encode()).hexdigest())
+        n = len(members)
+        n_test = round(test_fraction * n)
+        if test_fraction > 0 and n >= 2:
+            n_test = min(max(n_test, 1), n - 1)
+        for i in members[:n_test]:
+            splits[i] = "test"
+    return splits
 
-    class ImageFolderArt(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        """The user's own images, prepared by `genart prepare folder`."""
 
-        VERSION = tfds.core.Version("1.0.0")
+def _same_preparation(record: dict, root: Path, size: int, channels: int,
+                      labels_from_subfolders: bool, test_fraction: float) -> list[str]:
+    """How a new request differs from the dataset already prepared (empty: the same)."""
+    asked = {"source": str(root), "size": size, "channels": channels,
+             "labels_from_subfolders": labels_from_subfolders, "test_fraction": test_fraction}
+    return [f"{k} {record.get(k)!r} -> {v!r}" for k, v in asked.items() if record.get(k) != v]
 
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                description=f"Images from {root} ({len(scan.files)} files, {size}x{size}x"
-                            f"{channels}); classes: {scan.classes or 'none'}",
-                features=tfds.features.FeaturesDict({
-                    "image": tfds.features.Tensor(shape=(size, size, channels),
-                                                  dtype=np.uint8),
-                    "label": tfds.features.Tensor(shape=(), dtype=np.int64),
-                }))
 
-        def _split_generators(self, dl_manager):
-            del dl_manager
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            for i, (path, label) in enumerate(zip(scan.files, scan.labels, strict=True)):
-                yield i, {"image": load_image(path, size, channels), "label": label}
-
-    ImageFolderArt.name = name
-    return ImageFolderArt
+def _write_dataset(final: Path, report: dict, scan: Scan, splits: list[str], size: int,
+                   channels: int, labels_from_subfolders: bool) -> None:
+    """Decode and write every usable image as raw records, one file per split, into a temporary
+    folder, then put it in place of `final` in one rename: an interrupted prepare leaves nothing
+    a run would read."""
+    tmp = final.parent / f".{final.name}.incomplete"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    counts = {}
+    for split in ("train", "test"):
+        if split not in splits:
+            continue
+        examples = ((load_image(p, size, channels), label)
+                    for p, label, s in zip(scan.files, scan.labels, splits, strict=True)
+                    if s == split)
+        counts[split] = write_split(tmp / f"{split}.array_record", examples)
+    report = dict(report, images=sum(counts.values()), splits=counts)
+    (tmp / REPORT).write_text(json.dumps(report, indent=2))
+    write_record(tmp, {**report, "count": sum(counts.values()),
+                       "labels_from_subfolders": labels_from_subfolders,
+                       "splits": {s: {"files": [f"{s}.array_record"], "count": n}
+                                  for s, n in counts.items()}})
+    if final.exists():
+        old = final.parent / f".{final.name}.replaced"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
 
 
 def prepare_folder(path: str | Path, name: str, *, data_dir: str = "", size: int = 64,
                    channels: int = 3, labels_from_subfolders: bool = False,
-                   strict: bool = False) -> dict:
-    """Prepare `path` as TFDS dataset `name` (split "train") under the data dir; returns the
-    report (also written as prepare_report.json beside the data)."""
+                   strict: bool = False, test_fraction: float = TEST_FRACTION,
+                   overwrite: bool = False) -> dict:
+    """Prepare `path` as dataset `name` (splits "train" and, unless `test_fraction` is 0,
+    "test") under the data dir; returns the report of the data on disk (also
+    prepare_report.json beside it). Preparing again with the same source, size, channels and
+    fraction is a no-op; with others a DataError unless `overwrite`."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise DataError(f"dataset name {name!r} must be lower_snake_case (letters, digits, _)")
     if size < 4 or channels not in (1, 3):
         raise DataError(f"--size must be >= 4 and --channels 1 or 3, got {size}, {channels}")
     root = Path(path).expanduser().resolve()
     out = resolve_data_dir(data_dir)
-    report_path = out / name / REPORT
+    final = out / name
     with _file_lock(out / f".{name}.lock"):
+        record = read_record(final) if final.exists() else None
+        if record is not None and not overwrite:
+            diff = _same_preparation(record, root, size, channels, labels_from_subfolders,
+                                     test_fraction)
+            if diff:
+                raise DataError(
+                    f"dataset '{name}' in {out} was prepared differently ({'; '.join(diff)}); "
+                    f"use another --name, or --overwrite to rebuild it")
+            print(f"{name} is already prepared in {out}; nothing to do (--overwrite re-reads "
+                  f"the folder)")
+            return json.loads((final / REPORT).read_text())
+        if final.exists() and record is None and not overwrite:
+            raise DataError(f"{final} exists but holds no dataset prepared by this version; "
+                            f"use another --name, or --overwrite to replace it")
+        if not 0.0 <= test_fraction < 1.0:
+            raise DataError(f"--test-fraction must be in [0, 1), got {test_fraction}")
         scan = scan_folder(root, size, channels, labels_from_subfolders, strict)
-        builder = _builder_class(name, root, scan, size, channels)(
-            data_dir=str(out), file_format="array_record")
-        if builder.is_prepared():
-            print(f"{name} is already prepared in {out}; nothing to do")
-        else:
-            builder.download_and_prepare(file_format="array_record")
+        splits = assign_splits([str(p.relative_to(root)) for p in scan.files], scan.labels,
+                               test_fraction)
         report = {"name": name, "source": str(root), "data_dir": str(out), "size": size,
                   "channels": channels, "images": len(scan.files), "skipped": scan.skipped,
-                  "classes": scan.classes}
-        report_path.write_text(json.dumps(report, indent=2))
-    return report
+                  "classes": scan.classes, "test_fraction": test_fraction,
+                  "split_rule": SPLIT_RULE}
+        _write_dataset(final, report, scan, splits, size, channels, labels_from_subfolders)
+    return json.loads((final / REPORT).read_text())

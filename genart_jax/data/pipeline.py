@@ -11,13 +11,16 @@ batches an uninterrupted run would.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from PIL import Image
+
+from genart_jax.data.convert import to_model_range_np, to_training_pixels
+from genart_jax.data.sources import DataError
 
 Batch = dict[str, np.ndarray]
 
@@ -33,13 +36,20 @@ class Position:
         return dataclasses.asdict(self)
 
 
+@functools.lru_cache(maxsize=2)
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng((seed, epoch)).permutation(n)
+    """The seeded order of epoch `epoch`, computed once per epoch (cached, read-only)."""
+    perm = np.random.default_rng((seed, epoch)).permutation(n)
+    perm.flags.writeable = False
+    return perm
 
 
 def batches_per_epoch(n: int, global_batch: int) -> int:
     if global_batch > n:
-        raise ValueError(f"global batch {global_batch} is larger than the dataset ({n} examples)")
+        from genart_jax.data.sources import DataError
+
+        raise DataError(f"global batch {global_batch} is larger than the dataset ({n} "
+                        f"examples); set train.batch_size to at most {n}")
     return n // global_batch
 
 
@@ -57,37 +67,19 @@ def advance(pos: Position, per_epoch: int) -> Position:
 
 
 def to_model_input(images: np.ndarray, image_size: int, channels: int) -> np.ndarray:
-    """uint8 (N, H, W, C) -> float32 (N, S, S, channels) in [-1, 1]: channel conversion, centre
-    crop to square, bicubic resize."""
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
-    x = images.astype(np.float32)
-    c = x.shape[-1]
-    if c == 4:  # RGBA: drop alpha
-        x, c = x[..., :3], 3
-    if c != channels:
-        if c == 1:
-            x = np.repeat(x, channels, axis=-1)
-        elif c == 3 and channels == 1:
-            x = x @ np.array([[0.299], [0.587], [0.114]], np.float32)
-        else:
-            raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
-    n, h, w, _ = x.shape
-    if h != w:
-        s = min(h, w)
-        top, left = (h - s) // 2, (w - s) // 2
-        x = x[:, top:top + s, left:left + s]
-    if x.shape[1] != image_size:
-        x = np.stack([
-            np.stack([np.asarray(Image.fromarray(img[..., k], mode="F").resize(
-                (image_size, image_size), Image.Resampling.BICUBIC))
-                for k in range(channels)], axis=-1)
-            for img in x])
-    return np.clip(x / 127.5 - 1.0, -1.0, 1.0).astype(np.float32)
+    """uint8 (N, H, W, C) -> float32 (N, S, S, channels) in [-1, 1] on the 8-bit grid: channel
+    conversion, centre crop to square, bicubic resize rounded to uint8, then scaling (for
+    evaluation on the host; training keeps uint8 and scales inside the step)."""
+    return to_model_range_np(to_training_pixels(images, image_size, channels))
+
+
+def stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """np.stack, without the copy when there is one array (a view with a leading axis)."""
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
 
 
 class BatchIterator:
-    """Yields (batch, next_position): batch = {"image": (group, local_batch, S, S, C) float32,
+    """Yields (batch, next_position): batch = {"image": (group, local_batch, S, S, C) uint8,
     "label": (group, local_batch) int32}, `group` consecutive global batches stacked (one per
     discriminator update)."""
 
@@ -111,7 +103,7 @@ class BatchIterator:
             images.append(x)
             labels.append(y)
             self.position = advance(self.position, self.per_epoch)
-        return {"image": np.stack(images), "label": np.stack(labels)}, self.position
+        return {"image": stack(images), "label": stack(labels)}, self.position
 
 
 def prefetch(iterator: Iterator[Any], size: int) -> Iterator[Any]:
@@ -160,27 +152,133 @@ def check_label_range(labels: np.ndarray, num_classes: int) -> None:
         return
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
-        from genart_jax.data.sources import DataError
-
         raise DataError(f"the training data has label {high if high >= num_classes else low}, "
                         f"outside 0..{num_classes - 1} of model.num_classes={num_classes}; set "
                         "model.num_classes to the dataset's number of classes")
 
 
+def stored_shape(source: Any) -> tuple[int, int, int]:
+    """(H, W, C) of the source's images (a RawSource says; others: its first example)."""
+    if hasattr(source, "shape"):
+        return tuple(source.shape)
+    img = np.asarray(source[0]["image"])
+    return (*img.shape[:2], 1 if img.ndim == 2 else img.shape[2])
+
+
+def check_prepared(source: Any, data_cfg: Any) -> None:
+    """A dataset prepared by `genart prepare folder` records its size and channels; a config
+    that disagrees is a one-line DataError naming both."""
+    record = getattr(source, "record", None)
+    if record is None:
+        return
+    want = (data_cfg.image_size, data_cfg.channels)
+    have = (record["size"], record["channels"])
+    if want != have:
+        raise DataError(
+            f"dataset '{record['name']}' was prepared at {have[0]}x{have[0]}x{have[1]} from "
+            f"{record['source']}, but the config asks data.image_size={want[0]} "
+            f"data.channels={want[1]}; set --config.data.image_size={have[0]} "
+            f"--config.data.channels={have[1]}, or prepare it again: genart prepare folder "
+            f"{record['source']} --name {record['name']} --size {want[0]} --channels {want[1]} "
+            f"--overwrite")
+
+
+def check_streamable(source: Any, data_cfg: Any) -> None:
+    """Streaming never resizes per batch: the stored images must be at the training size."""
+    shape = stored_shape(source)
+    want = (data_cfg.image_size, data_cfg.image_size, data_cfg.channels)
+    if shape != want:
+        raise DataError(
+            f"dataset '{data_cfg.name}' is stored at {shape[0]}x{shape[1]}x{shape[2]}, the "
+            f"config trains at {want[0]}x{want[1]}x{want[2]} with data.cache=false (streaming "
+            f"does not resize per batch): set data.cache=true (one conversion, kept in memory "
+            f"as uint8), or prepare the images at that size (genart prepare folder PATH --name "
+            f"NAME --size {want[0]} --channels {want[2]})")
+
+
+def resolve_workers(data_cfg: Any) -> int:
+    """Reader processes for streaming: data.workers; none for cached data. The default is 0:
+    measured on 2 cores, grain's workers pickle each batch through a pipe, which at 128-256 px
+    costs more than reading raw records in-process (docs/input_pipeline.md)."""
+    return 0 if data_cfg.cache else int(data_cfg.workers)
+
+
+class ReadBatches:
+    """Picklable, for grain worker processes: element k -> this process's block of `group`
+    consecutive global batches, counted from `start` (a linear batch number)."""
+
+    def __init__(self, name: str, split: str, data_dir: str, n: int, *, global_batch: int,
+                 seed: int, group: int, process_index: int, process_count: int, start: int):
+        self.spec = (name, split, data_dir)
+        self.n, self.global_batch, self.seed, self.group = n, global_batch, seed, group
+        self.process_index, self.process_count, self.start = process_index, process_count, start
+        self.per_epoch = batches_per_epoch(n, global_batch)
+        self._source = None
+
+    def __getstate__(self):
+        return dict(self.__dict__, _source=None)
+
+    def __call__(self, k: int) -> Batch:
+        from genart_jax.data.sources import open_source, read_examples
+
+        if self._source is None:
+            self._source = open_source(*self.spec)
+        images, labels = [], []
+        for g in range(self.group):
+            linear = self.start + int(k) * self.group + g
+            pos = Position(linear // self.per_epoch, linear % self.per_epoch)
+            x, y = read_examples(self._source, process_indices(
+                self.seed, pos, self.n, self.global_batch, self.process_index,
+                self.process_count))
+            images.append(x)
+            labels.append(y)
+        return {"image": stack(images), "label": stack(labels)}
+
+
+class WorkerBatchIterator:
+    """The streaming iterator with grain worker processes: the same (batch, next_position)
+    stream as `BatchIterator` over the same source, for any worker count (grain keeps the
+    element order); its state is the position, so checkpoints are unchanged."""
+
+    def __init__(self, read: ReadBatches, *, workers: int, buffer: int, position: Position):
+        import grain
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain reads absl flags; our CLI parses none of its own
+            flags.FLAGS.mark_as_parsed()
+        self.read, self.position = read, position
+        ds = grain.MapDataset.range(0, 2**40).map(read).to_iter_dataset()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=workers, per_worker_buffer_size=max(1, buffer)))
+        self._it = iter(ds)
+
+    def __iter__(self) -> Iterator[tuple[Batch, Position]]:
+        return self
+
+    def __next__(self) -> tuple[Batch, Position]:
+        batch = next(self._it)
+        for _ in range(self.read.group):
+            self.position = advance(self.position, self.read.per_epoch)
+        return batch, self.position
+
+
 def make_input(data_cfg: Any, *, global_batch: int, seed: int, group: int = 1,
                process_index: int = 0, process_count: int = 1,
                position: Position = Position(), cached: tuple | None = None
-               ) -> tuple[BatchIterator, int]:
+               ) -> tuple[BatchIterator | WorkerBatchIterator, int]:
     """The training input for a config's `data` section: (iterator, number of examples).
+    Images are uint8 at the training size; the step scales them (`to_model_range`).
 
-    `cached`: the whole split already preprocessed, (images, labels); with data.on_device the
-    iterator then yields example indices in place of images ({"image": int32 indices}), for
-    the batch to be gathered on the device."""
+    `cached`: the whole split already at the training size, (images uint8, labels); with
+    data.on_device the iterator then yields example indices in place of images ({"image":
+    int32 indices}), for the batch to be gathered on the device. Streaming (data.cache=false)
+    reads each batch from the files, in grain worker processes when data.workers > 0."""
     from genart_jax.data.sources import open_source, read_examples
 
-    size, channels = data_cfg.image_size, data_cfg.channels
     if cached is None and data_cfg.cache:
         cached = load_cached(data_cfg)
+    kw = dict(global_batch=global_batch, seed=seed, group=group, process_index=process_index,
+              process_count=process_count)
     if cached is not None:
         images, labels = cached
         n = len(images)
@@ -188,32 +286,77 @@ def make_input(data_cfg: Any, *, global_batch: int, seed: int, group: int = 1,
 
         def fetch(idx):
             return (idx.astype(np.int32) if on_device else images[idx]), labels[idx]
-    else:
-        source = open_source(data_cfg.name, data_cfg.split, data_cfg.data_dir)
-        n = len(source)
+        return BatchIterator(fetch, n, position=position, **kw), n
+    source = open_source(data_cfg.name, data_cfg.split, data_cfg.data_dir)
+    check_prepared(source, data_cfg)
+    check_streamable(source, data_cfg)
+    n = len(source)
+    workers = resolve_workers(data_cfg)
+    if workers > 0:
+        read = ReadBatches(data_cfg.name, data_cfg.split, data_cfg.data_dir, n,
+                           start=position.epoch * batches_per_epoch(n, global_batch)
+                           + position.batch, **kw)
+        return WorkerBatchIterator(read, workers=workers, buffer=data_cfg.prefetch,
+                                   position=position), n
 
-        def fetch(idx):
-            raw, lab = read_examples(source, idx)
-            return to_model_input(raw, size, channels), lab
-
-    it = BatchIterator(fetch, n, global_batch=global_batch, seed=seed, group=group,
-                       process_index=process_index, process_count=process_count,
-                       position=position)
-    return it, n
+    def fetch(idx):
+        return read_examples(source, idx)
+    return BatchIterator(fetch, n, position=position, **kw), n
 
 
 def load_cached(data_cfg: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The configured split, whole, preprocessed: (images float32, labels int32)."""
-    return read_split(data_cfg, data_cfg.split)
+    """The configured split, whole, at the training size: (images uint8, labels int32)."""
+    return read_split_pixels(data_cfg, data_cfg.split)
+
+
+def read_split_pixels(data_cfg: Any, split: str, limit: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split (or its first `limit` examples) in file order at the training size, one
+    conversion on the 8-bit grid: (images uint8 (N, S, S, C), labels int32 (N,))."""
+    from genart_jax.data.sources import open_source, read_examples
+
+    source = open_source(data_cfg.name, split, data_cfg.data_dir)
+    check_prepared(source, data_cfg)
+    n = len(source) if limit is None else min(limit, len(source))
+    images, labels = read_examples(source, np.arange(n))
+    return to_training_pixels(images, data_cfg.image_size, data_cfg.channels), labels
 
 
 def read_split(data_cfg: Any, split: str, limit: int | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """A whole split (or its first `limit` examples) in file order, preprocessed like training
-    data: (images float32 (N, S, S, C) in [-1, 1], labels int32 (N,))."""
-    from genart_jax.data.sources import open_source, read_examples
+    """`read_split_pixels` scaled like the model's input, for evaluation on the host: (images
+    float32 (N, S, S, C) in [-1, 1], labels int32 (N,))."""
+    images, labels = read_split_pixels(data_cfg, split, limit)
+    return to_model_range_np(images), labels
 
-    source = open_source(data_cfg.name, split, data_cfg.data_dir)
-    n = len(source) if limit is None else min(limit, len(source))
-    images, labels = read_examples(source, np.arange(n))
-    return to_model_input(images, data_cfg.image_size, data_cfg.channels), labels
+
+ON_DEVICE_FRACTION = 0.25  # a resident dataset may take this share of one device's memory
+
+
+def fits_on_device_hint(nbytes: int) -> str:
+    """'; fits ...' when the uint8 split would take under ON_DEVICE_FRACTION of device 0's
+    memory (accelerators report it; the CPU backend does not, and gets no hint)."""
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    if not limit or nbytes > ON_DEVICE_FRACTION * limit:
+        return ""
+    return (f"; it fits on each device ({100 * nbytes / limit:.1f}% of "
+            f"{limit / 2**30:.0f} GiB): data.on_device=true gathers batches there")
+
+
+def describe_input(data_cfg: Any, iterator: Any, n: int, cached: tuple | None) -> str:
+    """The one line printed at start: where the batches come from, with the numbers."""
+    s, c = data_cfg.image_size, data_cfg.channels
+    nbytes = n * s * s * c
+    size = f"{n} images x {s * s * c:,} B = {nbytes / 2**20:,.1f} MiB uint8"
+    if cached is not None and data_cfg.on_device:
+        return f"Data: {size}, on every device (data.on_device), batches gathered there"
+    if cached is not None:
+        return (f"Data: {size}, cached in host memory (data.cache); prefetch "
+                f"{data_cfg.prefetch}{fits_on_device_hint(nbytes)}")
+    workers = resolve_workers(data_cfg) if isinstance(iterator, WorkerBatchIterator) else 0
+    return (f"Data: {size}, streamed from the files (data.cache=false) by "
+            f"{workers or 'no'} worker process(es) (data.workers={data_cfg.workers}); "
+            f"prefetch {data_cfg.prefetch}")

@@ -47,12 +47,33 @@ def _embedded_builder(name: str, data_dir: Path):
     builders = {"digits": Digits}
     # Built inside the lock: a builder reads the dataset's info when constructed, so one made
     # while another process is still preparing would see no splits.
-    with _file_lock(data_dir / f".{name}.lock"):
+    with _file_lock(data_dir / f".{name}.lock"), _quiet_tfds():
         builder = builders[name](data_dir=str(data_dir), file_format="array_record")
         if not builder.is_prepared():
-            print(f"Preparing the embedded dataset '{name}' into {data_dir} (once) ...", flush=True)
+            print(f"Preparing the embedded dataset '{name}' into {data_dir} (once, from files "
+                  f"already on this machine; nothing is downloaded) ...", flush=True)
             builder.download_and_prepare(file_format="array_record")
     return builder
+
+
+@contextlib.contextmanager
+def _quiet_tfds() -> Iterator[None]:
+    """No TFDS progress bars or absl warnings (about a folder not yet prepared) while the
+    embedded dataset is opened or prepared: our one line above says what happens."""
+    import logging
+
+    from absl import logging as absl_logging
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    log = absl_logging.get_absl_logger()
+    level = log.level
+    log.setLevel(logging.ERROR)
+    tqdm_utils.display_progress_bar(False)
+    try:
+        yield
+    finally:
+        tqdm_utils.display_progress_bar(True)
+        log.setLevel(level)
 
 
 def tfds_builder(name: str, root: Path):
@@ -69,6 +90,11 @@ def open_source(name: str, split: str, data_dir: str = "") -> Sequence[dict[str,
     """A random-access sequence of examples {"image": uint8 (H, W, C), "label": int, ...}."""
 
     root = resolve_data_dir(data_dir)
+    from genart_jax.data.records import RawSource, read_record
+
+    record = read_record(root / name)
+    if record is not None:  # prepared by `genart prepare folder`: raw uint8 records
+        return RawSource(root / name, record, split)
     if name in EMBEDDED:
         builder = _embedded_builder(name, root)
         if split not in builder.info.splits:
@@ -94,17 +120,34 @@ def open_source(name: str, split: str, data_dir: str = "") -> Sequence[dict[str,
 def read_examples(source: Sequence[dict[str, Any]], indices: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (k, H, W, C), labels int32 (k,)) for `indices` of `source`."""
+    if hasattr(source, "read"):  # a RawSource: one copy of the records' bytes
+        return source.read(indices)
     keys = [int(i) for i in indices]
     getitems = getattr(source, "__getitems__", None)
     try:
-        records = getitems(keys) if getitems else None
-    except TypeError:  # a source whose batch read has another signature (e.g. TFDS mock data)
-        records = None
-    if records is None:
-        records = [source[k] for k in keys]
+        try:
+            records = getitems(keys) if getitems else None
+        except TypeError:  # a source whose batch read has another signature (TFDS mock data)
+            records = None
+        if records is None:
+            records = [source[k] for k in keys]
+    except (RuntimeError, OSError) as e:  # array_record's reader on a truncated/garbled shard
+        info = getattr(source, "dataset_info", None)
+        where = getattr(info, "data_dir", None) or "the prepared dataset"
+        raise DataError(f"cannot read examples from {where}: {' '.join(str(e).split())[:200]}. "
+                        f"Its files are damaged or incomplete: move that folder aside and "
+                        f"prepare it again (the embedded digits are rebuilt by themselves)"
+                        ) from e
     images = []
     for r in records:
         img = np.asarray(r["image"])
         images.append(img[..., None] if img.ndim == 2 else img)
     labels = np.array([int(r.get("label", -1)) for r in records], np.int32)
+    shapes = sorted({img.shape for img in images})
+    if len(shapes) > 1:
+        shown = ", ".join(map(str, shapes[:4]))
+        raise DataError(f"the dataset's images have several sizes ({shown}"
+                        f"{', ...' if len(shapes) > 4 else ''}); the pipeline needs one size: "
+                        f"export them to a folder and use `genart prepare folder PATH --name "
+                        f"NAME --size S`, which resizes")
     return np.stack(images), labels

@@ -9,11 +9,12 @@ import ml_collections
 from genart_jax.models.dcgan import DCGANDiscriminator, DCGANGenerator, UpConv, num_stages
 from genart_jax.models.mlp_gan import MLPDiscriminator, MLPGenerator
 from genart_jax.models.r3gan import R3GANDiscriminator, R3GANGenerator
+from genart_jax.models.vae import VAE
 
 __all__ = [
     "DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator", "UpConv",
     "R3GANDiscriminator", "R3GANGenerator",
-    "build_gan", "compute_dtype", "num_stages",
+    "VAE", "build_gan", "build_vae", "compute_dtype", "num_stages",
 ]
 
 
@@ -55,3 +56,14 @@ def build_gan(model: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
         g = R3GANGenerator(image_size=data.image_size, channels=data.channels, **shared)
         return g, R3GANDiscriminator(**shared)
     raise ValueError(f"unknown model.arch {model.arch!r}; choose 'dcgan', 'mlp' or 'r3gan'")
+
+
+def build_vae(cfg: ml_collections.ConfigDict) -> VAE:
+    """The VAE of a config (model, data and vae sections): a learned per-pixel scale only for
+    a Gaussian likelihood with vae.scale == "learned"."""
+    return VAE(arch=cfg.model.arch,
+               image_shape=(cfg.data.image_size, cfg.data.image_size, cfg.data.channels),
+               latent_dim=cfg.model.latent_dim, hidden=tuple(cfg.model.vae_hidden),
+               width=cfg.model.vae_width, num_classes=cfg.model.num_classes,
+               learned_scale=cfg.vae.likelihood == "gaussian" and cfg.vae.scale == "learned",
+               dtype=compute_dtype(cfg.model.dtype))

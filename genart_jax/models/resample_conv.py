@@ -33,6 +33,11 @@ pass of both layers is one of three computations, and each has one implementatio
 - Elsewhere (GPU, TPU) every pass is XLA's own convolution, which cuDNN and the TPU compiler
   implement directly.
 
+The platform is chosen when the program is lowered, not when it is traced: a pass whose CPU form
+differs from XLA's is `lax.platform_dependent(cpu=<the CPU form>, default=<XLA's>)`, so a step
+exported or lowered for cuda or tpu from a CPU process carries XLA's convolutions only
+(tests/test_export.py). The `*_form` functions name the CPU form.
+
 `benchmarks/conv_passes.py` times every form per layer (`--dtype bfloat16` too) and
 `benchmarks/conv_forms.py` whole steps; README.md ("Benchmarks") has the numbers.
 
@@ -59,7 +64,7 @@ _force_xla_forms = False
 
 @contextlib.contextmanager
 def xla_forms() -> Iterator[None]:
-    """Within this block, functions traced afresh use XLA's own forms on every backend (a
+    """Within this block, functions traced afresh use XLA's own forms on every platform (a
     function jitted before keeps its cached trace): for counting a model's FLOPs without the
     CPU forms' extra work (the space-to-depth forms also multiply the zero padding: 8% more
     FLOPs on the DCGAN-32 train step)."""
@@ -275,22 +280,17 @@ def pass_flops(small_shape: tuple[int, ...], big_channels: int) -> int:
     return 2 * n * h * w * 16 * big_channels * cs
 
 
-def _on_cpu() -> bool:
-    """XLA:CPU, and not within `xla_forms()`."""
-    return not _force_xla_forms and jax.default_backend() == "cpu"
-
-
 def _cpu_forms_for(small_shape: tuple[int, ...], big_channels: int) -> bool:
-    """Whether a pass of this size takes the stride-1 forms: on XLA:CPU, at least
+    """Whether a pass of this size takes the stride-1 forms on XLA:CPU: at least
     `CPU_FORMS_MIN_FLOPS`, and not within `xla_forms()`."""
-    return _on_cpu() and pass_flops(small_shape, big_channels) >= CPU_FORMS_MIN_FLOPS
+    return not _force_xla_forms and pass_flops(small_shape, big_channels) >= CPU_FORMS_MIN_FLOPS
 
 
 def _matmul_forms_for(small_shape: tuple[int, ...], big_channels: int, dtype) -> bool:
-    """Whether a pass takes the matmul forms (`down_matmul` or `down_im2col`, `up_matmul`,
-    `kernel_grad_taps`): bfloat16 on XLA:CPU, at least `CPU_MATMUL_FORMS_MIN_FLOPS`, and not
+    """Whether a pass takes the matmul forms on XLA:CPU (`down_matmul` or `down_im2col`,
+    `up_matmul`, `kernel_grad_taps`): bfloat16, at least `CPU_MATMUL_FORMS_MIN_FLOPS`, and not
     within `xla_forms()`."""
-    return (jnp.dtype(dtype) == jnp.bfloat16 and _on_cpu()
+    return (jnp.dtype(dtype) == jnp.bfloat16 and not _force_xla_forms
             and pass_flops(small_shape, big_channels) >= CPU_MATMUL_FORMS_MIN_FLOPS)
 
 
@@ -304,8 +304,8 @@ def down_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32
 
 
 def up_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) -> str:
-    """The implementation `up` uses for a small map of shape (N, H, W, Cs) and Cb big channels
-    on this backend: on CPU "matmul" in bfloat16 (passes of at least
+    """The implementation `up` uses on XLA:CPU for a small map of shape (N, H, W, Cs) and Cb big
+    channels: "matmul" in bfloat16 (passes of at least
     `CPU_MATMUL_FORMS_MIN_FLOPS`), and for other passes of at least `CPU_FORMS_MIN_FLOPS`
     "four_phase" with a small map of at most 4x4 and "space_to_depth" above; else "xla"."""
     if _matmul_forms_for(small_shape, big_channels, dtype):
@@ -319,11 +319,11 @@ def kernel_grad_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.
     """The implementation `kernel_grad` uses: on CPU "taps" (four matmuls accumulated in
     float32) for bfloat16 passes of at least `CPU_MATMUL_FORMS_MIN_FLOPS`; for other passes of
     at least `CPU_FORMS_MIN_FLOPS`, unless XLA:CPU runs convolutions with Eigen
-    (`cpu_convolutions.eigen_convolutions()`), "taps" with a small map of at most 4x4 and
+    (`cpu_convolutions.started_with_eigen()`), "taps" with a small map of at most 4x4 and
     "shifted" above; else "xla" (XLA's own, with Eigen faster than either)."""
     if _matmul_forms_for(small_shape, big_channels, dtype):
         return "taps"
-    if not _cpu_forms_for(small_shape, big_channels) or cpu_convolutions.eigen_convolutions():
+    if not _cpu_forms_for(small_shape, big_channels) or cpu_convolutions.started_with_eigen():
         return "xla"
     return "taps" if small_shape[1] * small_shape[2] <= 16 else "shifted"
 
@@ -341,19 +341,27 @@ def _small_shape(b: jnp.ndarray, w: jnp.ndarray) -> tuple[int, ...]:
     return (n, h2 // 2, w2 // 2, w.shape[-1])
 
 
+def _per_platform(forms: dict, cpu_form: str, *args: jnp.ndarray) -> jnp.ndarray:
+    """forms[cpu_form] where the program is lowered for the CPU, XLA's form elsewhere."""
+    if cpu_form == "xla":
+        return forms["xla"](*args)
+    return lax.platform_dependent(*args, cpu=forms[cpu_form], default=forms["xla"])
+
+
 def down(b: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-    """The strided convolution, in the form `down_form` picks."""
-    return DOWN_FORMS[down_form(_small_shape(b, w), b.shape[-1], b.dtype)](b, w)
+    """The strided convolution, on CPU in the form `down_form` picks."""
+    return _per_platform(DOWN_FORMS, down_form(_small_shape(b, w), b.shape[-1], b.dtype), b, w)
 
 
 def up(s: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-    """The transpose of `down` in b, in the form `up_form` picks."""
-    return UP_FORMS[up_form(s.shape, w.shape[2], s.dtype)](s, w)
+    """The transpose of `down` in b, on CPU in the form `up_form` picks."""
+    return _per_platform(UP_FORMS, up_form(s.shape, w.shape[2], s.dtype), s, w)
 
 
 def kernel_grad(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
-    """d<down(b, w), s>/dw, in the form `kernel_grad_form` picks."""
-    return KERNEL_GRAD_FORMS[kernel_grad_form(s.shape, b.shape[-1], b.dtype)](b, s)
+    """d<down(b, w), s>/dw, on CPU in the form `kernel_grad_form` picks."""
+    return _per_platform(KERNEL_GRAD_FORMS, kernel_grad_form(s.shape, b.shape[-1], b.dtype),
+                         b, s)
 
 
 @jax.custom_vjp

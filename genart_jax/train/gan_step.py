@@ -31,6 +31,7 @@ from jax import lax
 
 from genart_jax import losses
 from genart_jax.augment import ada_adjust, ada_batch, augment_batch, overfitting_signal
+from genart_jax.data.convert import to_model_range
 from genart_jax.train.state import GANState
 
 PyTree = Any
@@ -244,7 +245,7 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
         return new_p, {"ada_rt": r_t}
 
     def step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
-        real_batches = batch["image"]
+        real_batches = to_model_range(batch["image"])  # uint8 from the pipeline -> [-1, 1]
         if real_batches.ndim != 5 or real_batches.shape[0] != d_steps:
             raise ValueError(f"batch['image'] must be (d_steps={d_steps}, batch, H, W, C), "
                              f"got {real_batches.shape}")

@@ -20,13 +20,16 @@ import jax
 import ml_collections
 from tqdm.auto import tqdm
 
-from genart_jax import checkpoint
+from genart_jax import checkpoint, history
 from genart_jax.config import flatten, to_json
 from genart_jax.data import Position, check_label_range, make_input, prefetch
-from genart_jax.data.pipeline import load_cached
+from genart_jax.data.convert import to_model_range_np
+from genart_jax.data.pipeline import describe_input, load_cached
 from genart_jax.parallel import any_process, describe_devices
 from genart_jax.train.families import family_of
+from genart_jax.train.feed import DriverPerSize, call_sizes, feed, resolve_steps_per_call
 from genart_jax.train.preemption import PreemptionGuard
+from genart_jax.workdir_lock import WorkdirLock
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,15 +55,14 @@ class MetricsWriter:
         if self.enabled:
             clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
                      for k, v in record.items()}
-            with open(self.path, "a") as f:
-                f.write(json.dumps(clean) + "\n")
+            history.append_record(self.path, clean)
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
+        """Drop records past `step` (written after the checkpoint a resumed run starts from),
+        atomically; a torn last line is reported and dropped."""
         if self.enabled and self.path.is_file():
-            lines = self.path.read_text().splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+            records = history.read_records(self.path)
+            history.rewrite_records(self.path, [r for r in records if r.get("step", 0) <= step])
 
 
 def build_training(cfg: ml_collections.ConfigDict, devices=None, steps_per_call: int = 1):
@@ -111,9 +113,17 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                        progress: bool = True, devices=None, resume: bool = True
                        ) -> dict[str, Any]:
     """Train the model of `cfg` up to `cfg.train.steps` iterations, writing into `workdir`:
-    config.json, metrics.jsonl, samples/*.png and checkpoints/. Resumes from the latest
-    checkpoint there unless `resume=False` (which moves the old run aside). Returns a summary.
+    config.json, metrics.jsonl, samples/*.png and checkpoints/. Resumes from the newest
+    checkpoint there that restores unless `resume=False` (which moves the old run aside).
+    Holds the workdir's lock throughout (a second run stops at once). Returns a summary.
     """
+    with WorkdirLock(workdir, enabled=jax.process_index() == 0):
+        return _train_and_evaluate(cfg, workdir, progress=progress, devices=devices,
+                                   resume=resume)
+
+
+def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
+                        progress: bool, devices, resume: bool) -> dict[str, Any]:
     workdir = Path(workdir)
     main = jax.process_index() == 0
     t_start = time.perf_counter()
@@ -124,25 +134,37 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
             print(text, flush=True)
 
     family = family_of(cfg)
-    driver, init_fn = family.build_training(cfg, devices)
+    periods = (cfg.train.log_every, cfg.train.sample_every, cfg.checkpoint.every_steps)
+    k = resolve_steps_per_call(cfg.train.steps_per_call, periods=periods)
+    driver, init_fn = family.build_training(cfg, devices, k)
+    drivers = DriverPerSize(lambda n: family.build_training(cfg, devices, n)[0], driver, k)
     if not resume and main:
         moved = _move_aside(workdir)
         if moved:
             log(f"--no-resume: moved the previous run to {moved}")
-    ckpt = checkpoint.Checkpointer(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
+    _barrier("genart_no_resume")  # every process sees the moved-aside workdir
     writer = MetricsWriter(workdir / "metrics.jsonl", enabled=main)
-    latest = ckpt.latest_step() if resume else None
+    latest = checkpoint.latest_step(workdir) if resume else None
     if latest is None:
         state, position = driver.init_state(init_fn, jax.random.PRNGKey(cfg.seed)), Position()
     else:
-        meta = checkpoint.restore_meta(workdir, latest)
-        check_resumable(meta["config"], cfg, checkpoint.checkpoint_dir(workdir))
-        host, meta, latest = checkpoint.restore(workdir, abstract_state(cfg), latest)
+        damaged: list[checkpoint.CheckpointDamaged] = []
+        host, meta, latest = checkpoint.restore(
+            workdir, abstract_state(cfg), on_damaged=damaged.append,
+            check=lambda m: check_resumable(m["config"], cfg, checkpoint.checkpoint_dir(workdir)))
+        _barrier("genart_restored")  # all have read before process 0 moves damaged ones
+        if damaged and main:
+            aside = checkpoint.move_aside_damaged(workdir, damaged)
+            for d in damaged:
+                log(f"genart: warning: {d}; moved to {aside} (kept, not deleted)")
+        _barrier("genart_moved_damaged")
         state, position = driver.put_state(host), Position(**meta["data_position"])
         writer.truncate_after(latest)
         log(f"Resuming from checkpoint {latest} (data epoch {position.epoch}, batch "
             f"{position.batch})")
     start = latest or 0
+    # The manager is made after the restore: it lists the steps once, and damaged ones left.
+    ckpt = checkpoint.Checkpointer(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
 
     cached = load_cached(cfg.data) if cfg.data.cache else None
     iterator, num_examples = make_input(
@@ -150,13 +172,15 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         group=family.batches_per_step(cfg),
         process_index=jax.process_index(), process_count=jax.process_count(),
         position=position, cached=cached)
+    log(describe_input(cfg.data, iterator, num_examples, cached))
     if cfg.data.on_device:  # the split lives on the devices; batches are gathered there
         resident = driver.put_dataset(cached[0])
 
-        def to_device(batch):
-            return driver.gather_batch(resident, batch)
+        def on_device(n: int, placed: Any) -> Any:
+            return drivers(n).gather_placed(resident, placed)
     else:
-        to_device = driver.put_batch
+        def on_device(n: int, placed: Any) -> Any:
+            return placed
     if main:
         (workdir / "samples").mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(to_json(cfg))
@@ -165,7 +189,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         f"({num_examples} images, "
         f"{cfg.data.image_size}x{cfg.data.image_size}x{cfg.data.channels}) from step {start} "
         f"to {steps}, global batch {cfg.train.batch_size} over {driver.num_devices} "
-        f"device(s), driver {driver.name}; writing to {workdir}")
+        f"device(s), driver {driver.name}, {k} step(s) per call; writing to {workdir}")
 
     def save(step: int, host_state: Any) -> Path:
         if cfg.train.nonfinite == "stop" and int(host_state.nonfinite_count):
@@ -177,7 +201,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     key_a, key_b = family.progress
     real = None  # a few training images, for reconstruction grids
     multi = jax.process_count() > 1
-    batches = prefetch(iterator, cfg.data.prefetch)
+    sizes = call_sizes(start, steps, k, periods)
+    calls = feed(prefetch(iterator, cfg.data.prefetch), sizes,
+                 lambda n, batch: drivers(n).put_batch(batch),
+                 check=lambda batch: check_label_range(batch["label"], cfg.model.num_classes))
     bar = tqdm(total=steps, initial=start, disable=not (progress and main), unit="step",
                dynamic_ncols=True)
     last: dict[str, float] = {}
@@ -185,21 +212,23 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     t_log, step_log = time.perf_counter(), start
     try:
         with PreemptionGuard() as guard:
-            for step in range(start + 1, steps + 1):
-                batch, position = next(batches)
-                check_label_range(batch["label"], cfg.model.num_classes)
+            step = start
+            for call in calls:  # calls end at logged, sampled and saved steps (feed.py)
+                position = call.position
                 if real is None:
-                    first = batch["image"][0][:16]
-                    real = (cached[0][first] if cfg.data.on_device else first,
-                            batch["label"][0][:16])
-                state, metrics = driver.step(state, to_device(batch))
-                if step == start + 1:  # the first call compiles; keep it out of the throughput
+                    first = call.first["image"][0][:16]
+                    real = (to_model_range_np(cached[0][first] if cfg.data.on_device
+                                              else first), call.first["label"][0][:16])
+                state, metrics = drivers(call.steps).step(
+                    state, on_device(call.steps, call.batch))
+                step += call.steps
+                if step == start + call.steps:  # the first call compiles; not throughput
                     jax.block_until_ready(metrics)
                     compile_s = time.perf_counter() - t_log
                     t_log, step_log = time.perf_counter(), step
                 logged = step % cfg.train.log_every == 0 or step == steps
                 if logged:
-                    last = driver.get_metrics(metrics)
+                    last = drivers(call.steps).get_metrics(metrics)
                     now = time.perf_counter()
                     rate = (step - step_log) * images_per_step / max(now - t_log, 1e-9)
                     t_log, step_log = now, step
@@ -209,7 +238,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                                      "img_s": f"{rate:.0f}"}, refresh=False)
                     if last["nonfinite_count"] and cfg.train.nonfinite == "stop":
                         _raise_diverged(driver.get_state(state), last)
-                bar.update(1)
+                bar.update(call.steps)
                 # Decisions that depend on time or signals are taken together by all
                 # processes (at logged steps), or the collective save would hang.
                 stop = guard.signum is not None
@@ -242,7 +271,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
         raise
     finally:
         bar.close()
-        batches.close()
+        calls.close()
 
     host_state = driver.get_state(state)
     final = int(host_state.step)
@@ -260,6 +289,14 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     log(f"Done: step {summary['steps']} in {wall:.1f} s (first step incl. compile "
         f"{compile_s:.1f} s); final {shown}; samples {grid}; checkpoint {path}")
     return summary
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process of a multi-process run (nothing to wait for alone)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _raise_diverged(state: Any, metrics: dict[str, float]) -> None:

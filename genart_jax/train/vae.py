@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genart_jax import losses, sampling
-from genart_jax.models import compute_dtype
+from genart_jax.models import build_vae
 from genart_jax.models.vae import VAE
 from genart_jax.parallel import DATA, check_batch_divisible, make_driver, unroll_fused_steps
 from genart_jax.train.optim import make_optimizer
@@ -27,13 +27,7 @@ PyTree = Any
 
 
 def build_model(cfg: ml_collections.ConfigDict) -> VAE:
-    lik = Likelihood.from_config(cfg.vae)
-    return VAE(arch=cfg.model.arch,
-               image_shape=(cfg.data.image_size, cfg.data.image_size, cfg.data.channels),
-               latent_dim=cfg.model.latent_dim, hidden=tuple(cfg.model.vae_hidden),
-               width=cfg.model.vae_width, num_classes=cfg.model.num_classes,
-               learned_scale=lik.kind == "gaussian" and lik.learned_scale,
-               dtype=compute_dtype(cfg.model.dtype))
+    return build_vae(cfg)
 
 
 def _init_fn(cfg: ml_collections.ConfigDict):
@@ -72,14 +66,7 @@ def _encode(model, params, x, y):
     return model.apply({"params": params}, x, y, method=model.encode)
 
 
-def prior_samples(cfg: ml_collections.ConfigDict, params: PyTree, *, num: int, seed: int,
-                  themes: list[int] | None = None) -> np.ndarray:
-    """Decoder means for z ~ N(0, I); a conditional model cycles through `themes` (default:
-    all classes), one theme per grid column."""
-    model, lik = build_model(cfg), Likelihood.from_config(cfg.vae)
-    z = sampling.latents(seed, num, cfg.model.latent_dim)
-    y, _ = sampling.theme_labels(num, cfg.model.num_classes, themes)
-    return np.asarray(_decode_mean(model, lik, params, z, y))
+prior_samples = sampling.vae_prior_samples  # lives below training, for genart_jax.quality
 
 
 def reconstructions(cfg, params, images: np.ndarray, labels: np.ndarray | None) -> np.ndarray:

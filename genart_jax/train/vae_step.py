@@ -15,6 +15,7 @@ import optax
 from jax import lax
 
 from genart_jax import losses
+from genart_jax.data.convert import to_model_range
 from genart_jax.train.gan_step import example_keys, guard_nonfinite
 from genart_jax.train.state import VAEState
 
@@ -56,9 +57,7 @@ class Likelihood:
 
     def mean_image(self, out: jax.Array) -> jax.Array:
         """Decoder output -> the mean image in [-1, 1], for display."""
-        if self.kind == "bernoulli":
-            return 2.0 * jax.nn.sigmoid(out) - 1.0
-        return jnp.clip(out, -1.0, 1.0)
+        return losses.likelihood_mean_image(self.kind, out)
 
 
 def _labels(model: nn.Module, y: jax.Array | None) -> jax.Array | None:
@@ -87,7 +86,7 @@ def make_vae_step(model: nn.Module, tx: optax.GradientTransformation, lik: Likel
     bits per dimension."""
 
     def step(state: VAEState, batch: dict) -> tuple[VAEState, dict]:
-        x, y = batch["image"][0], batch["label"][0]
+        x, y = to_model_range(batch["image"][0]), batch["label"][0]  # uint8 -> [-1, 1]
         num_dims = x[0].size
         keys = example_keys(jax.random.fold_in(state.key, state.step), x.shape[0], axis_name)
         weight = beta * losses.kl_warmup(state.step, kl_warmup_steps)
