@@ -29,6 +29,11 @@ Departures:
 - Every convolution is plain `lax.conv_general_dilated` (through `nn.Conv`), not the package's
   custom-VJP resampling convolutions of `genart_jax.models.resample_conv`: R1/R2 need second
   derivatives through D, which XLA's convolution differentiates to any order.
+- On CPU a grouped convolution runs as one dense convolution with the block-diagonal kernel
+  (`grouped_conv`): XLA:CPU's kernel gradient of a grouped convolution (a batch-grouped
+  convolution) took 9.5 s against 0.44 s for the dense form on the r3gan_digits 32 px layer
+  (64 x 32 x 32 x 128, 8 groups), G times the FLOPs but 21x faster. Elsewhere XLA's grouped
+  convolution; the parameters are the same either way.
 - Compute in `dtype` (bfloat16 for mixed precision), parameters float32, logits float32.
 """
 
@@ -85,12 +90,40 @@ def msr_init(gain: float) -> nn.initializers.Initializer:
     return init
 
 
+def block_diagonal(kernel: jax.Array, groups: int) -> jax.Array:
+    """The dense (kh, kw, G * cin, cout) kernel of a grouped (kh, kw, cin, cout) kernel: input
+    channels of group g meet only output channels g * cout / G .. (g + 1) * cout / G - 1."""
+    kh, kw, cin, cout = kernel.shape
+    per_group = kernel.reshape(kh, kw, cin, groups, cout // groups)
+    eye = jnp.eye(groups, dtype=kernel.dtype)
+    return jnp.einsum("hwigj,fg->hwfigj", per_group, eye).reshape(kh, kw, groups * cin, cout)
+
+
+def grouped_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Any,
+                 lhs_dilation: Any = None, rhs_dilation: Any = None,
+                 dimension_numbers: Any = None, feature_group_count: int = 1,
+                 precision: Any = None) -> jax.Array:
+    """`lax.conv_general_dilated` (nn.Conv's call); grouped on CPU as the dense convolution with
+    `block_diagonal(rhs)`, whose gradients XLA:CPU runs ~20x faster (module docstring)."""
+    def xla(lhs_, rhs_, groups=feature_group_count):
+        return jax.lax.conv_general_dilated(
+            lhs_, rhs_, window_strides, padding, lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+            feature_group_count=groups, precision=precision)
+
+    if feature_group_count == 1:
+        return xla(lhs, rhs)
+    return jax.lax.platform_dependent(
+        lhs, rhs, cpu=lambda a, b: xla(a, block_diagonal(b, feature_group_count), 1),
+        default=xla)
+
+
 def conv(features: int, kernel: int, dtype: Dtype, gain: float = 1.0, groups: int = 1,
          name: str | None = None) -> nn.Conv:
     """A bias-free stride-1 'same' convolution with MSR initialisation."""
     return nn.Conv(features, (kernel, kernel), padding="SAME", feature_group_count=groups,
                    use_bias=False, kernel_init=msr_init(gain), dtype=dtype,
-                   param_dtype=jnp.float32, name=name)
+                   param_dtype=jnp.float32, conv_general_dilated=grouped_conv, name=name)
 
 
 class BiasedActivation(nn.Module):
@@ -230,7 +263,8 @@ class R3GANDiscriminator(nn.Module):
                     x = conv(widths[i + 1], 1, self.dtype, name=f"down_{last - i}")(x)
         c = x.shape[-1]
         x = nn.Conv(c, (4, 4), padding="VALID", feature_group_count=c, use_bias=False,
-                    kernel_init=msr_init(1.0), dtype=self.dtype, name="basis")(x)
+                    kernel_init=msr_init(1.0), dtype=self.dtype,
+                    conv_general_dilated=grouped_conv, name="basis")(x)
         out = 1 if self.num_classes == 0 else self.embed_dim
         x = nn.Dense(out, use_bias=False, kernel_init=msr_init(1.0), dtype=self.dtype,
                      name="head")(x.reshape(x.shape[0], c))
