@@ -223,9 +223,20 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
 
 def peer_for(cfg) -> tuple[str, dict] | None:
     """(peer module name, keyword arguments of its make_step) for a config with a PyTorch
-    peer: DCGAN -> torch_dcgan, conv VAE -> torch_vae; None for the others."""
+    peer: DCGAN -> torch_dcgan, R3GAN -> torch_r3gan, conv VAE -> torch_vae; None for the
+    others."""
     if cfg.model.family == "gan" and cfg.model.arch == "dcgan":
         return "torch_dcgan", {"size": cfg.data.image_size, "nz": cfg.model.latent_dim}
+    if cfg.model.family == "gan" and cfg.model.arch == "r3gan":
+        m, t = cfg.model, cfg.train
+        if (m.num_classes or cfg.augment.ada or cfg.augment.diffaugment or cfg.augment.flip
+                or t.gan_loss != "relativistic" or t.penalty_every != 1):
+            return None  # the peer implements the unconditional, unaugmented, eager-R1/R2 step
+        return "torch_r3gan", {"size": cfg.data.image_size, "nz": m.latent_dim,
+                               "channels": cfg.data.channels, "widths": tuple(m.r3gan_widths),
+                               "blocks": tuple(m.r3gan_blocks), "expansion": m.r3gan_expansion,
+                               "group_size": m.r3gan_group_size, "r1_gamma": t.r1_gamma,
+                               "r2_gamma": t.r2_gamma, "lr": cfg.d_optimizer.learning_rate}
     if cfg.model.family == "vae" and cfg.model.arch == "conv":
         o = cfg.optimizer
         if (o.name != "adam" or cfg.model.num_classes or cfg.vae.likelihood != "gaussian"

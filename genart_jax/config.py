@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.family = "gan"  # "gan" | "vae"
-    c.model.arch = "dcgan"  # gan: "dcgan" | "mlp"; vae: "mlp" | "conv"
+    c.model.arch = "dcgan"  # gan: "dcgan" | "mlp" | "r3gan"; vae: "mlp" | "conv"
     c.model.latent_dim = 100
     c.model.g_width = 64  # DCGAN: ngf, channels of the last hidden generator layer
     c.model.d_width = 64  # DCGAN: ndf, channels of the first discriminator layer
@@ -43,6 +43,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.vae_hidden = (512, 256)  # MLP VAE encoder widths (the decoder mirrors them)
     c.model.vae_width = 32  # conv VAE: channels of the first encoder stage
     c.model.num_classes = 0  # > 0: conditional model (label in), themes at sampling time
+    c.model.r3gan_widths = (256, 256, 256, 256)  # r3gan: channels per stage, 4x4 stage first
+    c.model.r3gan_blocks = (1, 1, 1, 1)  # r3gan: residual blocks per stage (one per stage)
+    c.model.r3gan_expansion = 2  # r3gan: inverted-bottleneck expansion of each block
+    c.model.r3gan_group_size = 16  # r3gan: channels per group of the grouped convolution
+    c.model.r3gan_embed_dim = 64  # r3gan, conditional: class embedding width
     c.model.dtype = "float32"  # compute dtype: "float32" | "bfloat16"; params stay float32
 
     c.data = ml_collections.ConfigDict()
@@ -67,6 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.d_steps = 1
     c.train.g_steps = 1
     c.train.g_loss = "non_saturating"  # "non_saturating" | "saturating"
+    c.train.gan_loss = "minimax"  # "minimax" (then g_loss) | "relativistic" (pairing loss)
+    c.train.r1_gamma = 0.0  # weight of the R1 penalty (D's input gradient on real data)
+    c.train.r2_gamma = 0.0  # weight of the R2 penalty (on generated data)
+    c.train.penalty_every = 1  # lazy R1/R2: every N iterations, weighted by N
     c.train.driver = "shard_map"  # "shard_map" (jit over shard_map) | "pmap"
     c.train.log_every = 50
     c.train.sample_every = 500
@@ -78,6 +87,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.augment = ml_collections.ConfigDict()
     c.augment.flip = False  # GAN: random horizontal flips of real images
     c.augment.diffaugment = ""  # GAN: e.g. "color,translation,cutout" on real and fake for D
+    c.augment.ada = ""  # GAN: "" off | "adaptive" (p steered by sign(D(real))) | "fixed" p
+    c.augment.ada_p = 0.0  # ADA: initial (adaptive) or constant (fixed) probability
+    c.augment.ada_target = 0.6  # ADA: target of r_t = E[sign(D(augmented real))]
+    c.augment.ada_kimg = 500.0  # ADA: thousands of images for p to move by 1
+    c.augment.ada_p_max = 0.8  # ADA: p stays below this, where augmentations do not leak
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000  # 0 = only at the end (and on preemption)
@@ -207,12 +221,14 @@ DTYPES = ("float32", "bfloat16")
 
 _CHOICES = {
     "model.family": ("gan", "vae"),
-    "model.arch": ("dcgan", "mlp", "conv"),
+    "model.arch": ("dcgan", "mlp", "conv", "r3gan"),
     "vae.likelihood": ("bernoulli", "gaussian"),
     "vae.scale": ("learned", "fixed"),
     "optimizer.name": ("adam", "rmsprop"),
     "model.dtype": DTYPES,
     "train.g_loss": ("non_saturating", "saturating"),
+    "train.gan_loss": ("minimax", "relativistic"),
+    "augment.ada": ("", "adaptive", "fixed"),
     "train.driver": ("shard_map", "pmap"),
     "train.nonfinite": ("stop", "skip"),
     "g_optimizer.name": ("adam", "rmsprop"),
@@ -224,8 +240,10 @@ _POSITIVE = (
     "model.latent_dim", "model.g_width", "model.d_width", "data.image_size", "data.channels",
     "train.batch_size", "train.d_steps", "train.g_steps", "train.log_every", "sample.num",
     "checkpoint.keep", "model.vae_width", "vae.fixed_scale", "vae.eval_samples",
+    "model.r3gan_expansion", "model.r3gan_group_size", "model.r3gan_embed_dim",
+    "train.penalty_every", "augment.ada_kimg",
 )
-_ARCHS = {"gan": ("dcgan", "mlp"), "vae": ("mlp", "conv")}
+_ARCHS = {"gan": ("dcgan", "mlp", "r3gan"), "vae": ("mlp", "conv")}
 
 
 def _check_values(cfg: ml_collections.ConfigDict) -> None:
@@ -266,6 +284,25 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     for key in ("model.num_classes", "vae.kl_warmup_steps", "vae.beta"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
+    for key in ("train.r1_gamma", "train.r2_gamma"):
+        if flat[key] < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
+    for key in ("augment.ada_p", "augment.ada_target", "augment.ada_p_max"):
+        if not 0.0 <= flat[key] <= 1.0:
+            raise ConfigError(f"config key '{key}' must be in [0, 1], got {flat[key]}")
+    if arch == "dcgan" and (flat["train.r1_gamma"] > 0 or flat["train.r2_gamma"] > 0):
+        raise ConfigError("train.r1_gamma/r2_gamma need second derivatives of D, which DCGAN's "
+                          "custom-VJP convolutions do not give correctly yet; use "
+                          "model.arch=r3gan or mlp for R1/R2")
+    if arch == "r3gan":
+        from genart_jax.models.r3gan import check_schema
+
+        try:
+            check_schema(flat["model.r3gan_widths"], flat["model.r3gan_blocks"],
+                         flat["model.r3gan_expansion"], flat["model.r3gan_group_size"],
+                         flat["data.image_size"])
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
     for key in ("train.steps", "train.sample_every", "checkpoint.every_steps",
                 "checkpoint.every_minutes", "train.steps_per_call"):
         if flat[key] < 0:

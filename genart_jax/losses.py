@@ -1,4 +1,5 @@
-"""GAN objectives (Goodfellow et al. 2014), from discriminator logits, numerically stable.
+"""GAN objectives (Goodfellow et al. 2014; the relativistic pairing loss and the R1/R2 gradient
+penalties of R3GAN), from discriminator logits, numerically stable.
 
 With D(x) = sigmoid(l(x)):  log D = log_sigmoid(l) and log(1 - D) = log_sigmoid(-l), which stay
 finite for any logit. Every function reduces with an explicit mean over the batch axis and
@@ -8,6 +9,8 @@ returns a float32 scalar.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +49,52 @@ def generator_loss(fake_logits: jax.Array, kind: str = "non_saturating") -> jax.
     if kind == "saturating":
         return jnp.mean(jax.nn.log_sigmoid(-fake))
     raise ValueError(f"unknown generator loss {kind!r}; choose one of {GENERATOR_LOSSES}")
+
+
+GAN_LOSSES = ("minimax", "relativistic")
+
+
+def _paired(real_logits: jax.Array, fake_logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    real = _logits(real_logits, "real_logits")
+    fake = _logits(fake_logits, "fake_logits")
+    if real.shape != fake.shape:
+        raise ValueError(f"a relativistic pairing loss needs as many real as fake logits, got "
+                         f"{real.shape} and {fake.shape}")
+    return real, fake
+
+
+def relativistic_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """The discriminator's relativistic pairing loss (Jolicoeur-Martineau 2019; R3GAN eq. 2):
+    E[softplus(-(D(x_i) - D(G(z_i))))], example i's real paired with fake i."""
+    real, fake = _paired(real_logits, fake_logits)
+    return jnp.mean(jax.nn.softplus(fake - real))
+
+
+def relativistic_g_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """The generator's side of the pairing loss: E[softplus(-(D(G(z_i)) - D(x_i)))]."""
+    real, fake = _paired(real_logits, fake_logits)
+    return jnp.mean(jax.nn.softplus(real - fake))
+
+
+def squared_input_gradient(logits_fn: Callable, x: jax.Array, has_aux: bool = False
+                           ) -> tuple[Any, ...]:
+    """(logits, ||d sum(logits) / d x_i||^2 per example[, aux]) for a batch `x`: one forward and
+    one backward of `logits_fn` (with examples independent, as in D without BatchNorm, that is
+    each example's own input gradient). Differentiable again, so a loss can hold R1/R2
+    (Mescheder et al. 2018). `has_aux`: `logits_fn` returns (logits, aux)."""
+    out = jax.vjp(logits_fn, x, has_aux=has_aux)
+    logits, vjp = out[0], out[1]
+    (grad,) = vjp(jnp.ones_like(logits))
+    grad = _at_least_f32(grad)  # bfloat16 -> float32; float64 (tests) stays
+    sq = jnp.sum(jnp.square(grad).reshape(grad.shape[0], -1), axis=-1)
+    return (logits, sq, out[2]) if has_aux else (logits, sq)
+
+
+def zero_centered_penalty(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array
+                          ) -> jax.Array:
+    """R1 (x real) or R2 (x generated): E_x[||grad_x D(x)||^2], the batch mean; the loss adds
+    gamma / 2 times it."""
+    return jnp.mean(squared_input_gradient(logits_fn, x)[1])
 
 
 # ---------------------------------------------------------------------------------------------

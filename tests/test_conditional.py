@@ -235,7 +235,10 @@ def test_real_labels_reach_the_discriminator(cond_reference):
 
 def test_generator_update_uses_the_fake_labels_of_its_forward():
     """g_loss equals the loss of D (after its update) on G(z, y) with the documented draws:
-    z from fold_in(step key, 0), y uniform from fold_in(step key, 3000), per example index."""
+    z from named_key(step key, "latent", 0), y uniform from named_key(step key, "fake_label",
+    0), per example index."""
+    from genart_jax.train.gan_step import named_key
+
     cfg = cond_config("mlp")
     batch = make_batches(cfg)[0]
     driver, init_fn = build_training(cfg, jax.devices()[:1])
@@ -245,10 +248,10 @@ def test_generator_update_uses_the_fake_labels_of_its_forward():
     new = driver.get_state(state)
     key = jax.random.fold_in(state0.key, 0)
     idx = jnp.arange(cfg.train.batch_size)
-    z = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, 0), i),
+    z = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(named_key(key, "latent", 0), i),
                                              (16,)))(idx)
     y = jax.vmap(lambda i: jax.random.randint(
-        jax.random.fold_in(jax.random.fold_in(key, 3000), i), (), 0, 10, jnp.int32))(idx)
+        jax.random.fold_in(named_key(key, "fake_label", 0), i), (), 0, 10, jnp.int32))(idx)
     g, d = build_gan(cfg.model, cfg.data)
     fake = g.apply({"params": state0.g_params}, z, y, train=True)
     want = losses.generator_loss(d.apply({"params": new.d_params}, fake, y, train=True),

@@ -8,10 +8,12 @@ import ml_collections
 
 from genart_jax.models.dcgan import DCGANDiscriminator, DCGANGenerator, UpConv, num_stages
 from genart_jax.models.mlp_gan import MLPDiscriminator, MLPGenerator
+from genart_jax.models.r3gan import R3GANDiscriminator, R3GANGenerator
 from genart_jax.models.vae import VAE
 
 __all__ = [
     "DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator", "UpConv",
+    "R3GANDiscriminator", "R3GANGenerator",
     "VAE", "build_gan", "build_vae", "compute_dtype", "num_stages",
 ]
 
@@ -46,7 +48,14 @@ def build_gan(model: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
         d = MLPDiscriminator(hidden=tuple(model.mlp_d_hidden), leak=model.mlp_leak, dtype=dtype,
                              num_classes=model.num_classes)
         return g, d
-    raise ValueError(f"unknown model.arch {model.arch!r}; choose 'dcgan' or 'mlp'")
+    if model.arch == "r3gan":
+        shared = dict(widths=tuple(model.r3gan_widths), blocks=tuple(model.r3gan_blocks),
+                      expansion=model.r3gan_expansion, group_size=model.r3gan_group_size,
+                      num_classes=model.num_classes, embed_dim=model.r3gan_embed_dim,
+                      dtype=dtype)
+        g = R3GANGenerator(image_size=data.image_size, channels=data.channels, **shared)
+        return g, R3GANDiscriminator(**shared)
+    raise ValueError(f"unknown model.arch {model.arch!r}; choose 'dcgan', 'mlp' or 'r3gan'")
 
 
 def build_vae(cfg: ml_collections.ConfigDict) -> VAE:

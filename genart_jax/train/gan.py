@@ -28,7 +28,8 @@ def _parts(cfg: ml_collections.ConfigDict, axis_name: str | None):
     def init_fn(key: jax.Array) -> GANState:
         return init_gan_state(key, generator, discriminator, g_tx, d_tx,
                               latent_dim=cfg.model.latent_dim, image_shape=image_shape,
-                              num_classes=cfg.model.num_classes)
+                              num_classes=cfg.model.num_classes,
+                              ada_p=cfg.augment.ada_p if cfg.augment.ada else 0.0)
 
     return generator, discriminator, g_tx, d_tx, init_fn
 
@@ -39,12 +40,17 @@ def build_training(cfg: ml_collections.ConfigDict, devices=None, steps_per_call:
     step = make_gan_step(
         generator, discriminator, g_tx, d_tx, latent_dim=cfg.model.latent_dim,
         num_classes=cfg.model.num_classes, global_batch=cfg.train.batch_size,
-        g_loss=cfg.train.g_loss, d_steps=cfg.train.d_steps, g_steps=cfg.train.g_steps,
+        g_loss=cfg.train.g_loss, gan_loss=cfg.train.gan_loss, r1_gamma=cfg.train.r1_gamma,
+        r2_gamma=cfg.train.r2_gamma, penalty_every=cfg.train.penalty_every,
+        ada=cfg.augment.ada, ada_target=cfg.augment.ada_target, ada_kimg=cfg.augment.ada_kimg,
+        ada_p_max=cfg.augment.ada_p_max,
+        d_steps=cfg.train.d_steps, g_steps=cfg.train.g_steps,
         ema_halflife_kimg=cfg.train.ema_halflife_kimg, ema_rampup=cfg.train.ema_rampup,
         diffaugment=parse_policy(cfg.augment.diffaugment), flip=cfg.augment.flip,
         axis_name=DATA)
+    convolutional = cfg.model.arch in ("dcgan", "r3gan")
     driver = make_driver(cfg.train.driver, step, devices, steps_per_call=steps_per_call,
-                         unroll=unroll_fused_steps(convolutional=cfg.model.arch == "dcgan"))
+                         unroll=unroll_fused_steps(convolutional=convolutional))
     check_batch_divisible(cfg.train.batch_size, driver.num_devices, jax.process_count())
     return driver, init_fn
 

@@ -26,14 +26,16 @@ class GANState:
     key: jax.Array  # base PRNG key; step s draws from fold_in(key, s)
     nonfinite_count: jax.Array  # int32: iterations whose update was dropped for NaN/Inf
     first_nonfinite_step: jax.Array  # int32: the first such iteration (1-based), 0 if none
+    ada_p: jax.Array  # float32: adaptive augmentation probability for the next iteration
 
 
 def init_gan_state(key: jax.Array, generator: nn.Module, discriminator: nn.Module,
                    g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
                    *, latent_dim: int, image_shape: tuple[int, int, int],
-                   num_classes: int = 0) -> GANState:
+                   num_classes: int = 0, ada_p: float = 0.0) -> GANState:
     """Initialise params (eval mode, no axis needed), optimizer states and the EMA copy;
-    `num_classes > 0` for class-conditional models (labels in)."""
+    `num_classes > 0` for class-conditional models (labels in); `ada_p` the initial
+    augmentation probability."""
     g_key, d_key, run_key = jax.random.split(key, 3)
     z = jnp.zeros((2, latent_dim), jnp.float32)
     x = jnp.zeros((2, *image_shape), jnp.float32)
@@ -53,6 +55,7 @@ def init_gan_state(key: jax.Array, generator: nn.Module, discriminator: nn.Modul
         key=run_key,
         nonfinite_count=jnp.zeros((), jnp.int32),
         first_nonfinite_step=jnp.zeros((), jnp.int32),
+        ada_p=jnp.asarray(ada_p, jnp.float32),
     )
 
 
