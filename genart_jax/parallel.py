@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -252,9 +251,13 @@ class PmapDriver:
         return self.put_state(jax.jit(init_fn)(key))
 
     def put_state(self, host_state: PyTree) -> PyTree:
+        """One copy per device, sharded as jax.pmap's outputs are (a NamedSharding over the
+        devices' axis): placed on one device, the second step would compile again."""
         n = self.num_devices
-        return jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n, *np.shape(x))),
-                            host_state)
+        sharding = NamedSharding(Mesh(np.array(self.devices), (DATA,)), P(DATA))
+        return jax.tree.map(
+            lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n, *np.shape(x))),
+                                     sharding), host_state)
 
     def put_batch(self, local_batch: PyTree) -> PyTree:
         """([k,] d_steps, B, ...) -> (devices, [k,] d_steps, B / devices, ...), contiguous per
