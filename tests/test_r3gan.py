@@ -274,8 +274,24 @@ def test_eight_devices_match_one_device(one_device_run, driver_name):
     assert h1[0]["r1"] > 0 and h1[1]["r1"] == 0.0 and h1[2]["r1"] > 0  # lazy: every 2nd
 
 
+@pytest.fixture
+def compile_cache(tmp_path):
+    """JAX's persistent compilation cache in a fresh folder for one test: its three trainings
+    compile the same programs, which are then compiled once (the results are the same programs,
+    so the comparison is unchanged)."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    before = {n: getattr(jax.config, n) for n in names}
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
+    for n, v in before.items():
+        jax.config.update(n, v)
+
+
 @pytest.mark.slow
-def test_resume_with_ada_p_is_exact(tmp_path):
+def test_resume_with_ada_p_is_exact(tmp_path, compile_cache):
     cfg = tiny_r3gan(**{"train.log_every": "1", "train.sample_every": "0",
                         "checkpoint.every_steps": "0", "checkpoint.every_minutes": "0",
                         "train.steps_per_call": "1",
