@@ -8,34 +8,19 @@ Adam (0, 0.99), EMA, bfloat16 compute and adaptive augmentation. A GPU recipe:
 Throughput on one GPU (synthetic data): see the closing note of issue 18; not measured here.
 """
 
-from genart_jax.config import base_config
+from genart_jax.config import recipe
 
 
 def get_config():
-    c = base_config()
-    c.model.arch = "r3gan"
+    c = recipe("r3gan_folder64")  # the same losses, optimizer, EMA and augmentation
     c.model.latent_dim = 512
     c.model.r3gan_widths = (768, 768, 768, 768, 384, 192, 96)  # 4 .. 256 px
     c.model.r3gan_blocks = (2, 2, 2, 2, 2, 2, 2)
-    c.model.r3gan_expansion = 2
-    c.model.r3gan_group_size = 16
     c.model.dtype = "bfloat16"
-    c.data.name = "my_folder"
     c.data.image_size = 256
-    c.data.channels = 3
     c.train.steps = 200_000
     c.train.batch_size = 32
     c.train.sample_every = 5000
-    c.train.gan_loss = "relativistic"
     c.train.r1_gamma = 150.0
     c.train.r2_gamma = 150.0
-    c.train.ema_halflife_kimg = 10.0
-    for opt in (c.g_optimizer, c.d_optimizer):
-        opt.learning_rate = 2e-4
-        opt.b1 = 0.0
-        opt.b2 = 0.99
-    c.augment.ada = "adaptive"
-    c.augment.ada_target = 0.6
-    c.augment.ada_kimg = 500.0
-    c.checkpoint.every_steps = 5000
     return c
