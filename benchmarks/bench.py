@@ -3,6 +3,10 @@ MFU against a matmul peak measured in the same run, for device counts, both driv
 bfloat16, and 1 vs k steps fused per call; PyTorch peers in the same invocation; results.json,
 results.md and PNG plots in an output folder.
 
+FLOPs are the model's, counted from the traced step (`genart_jax.flops`: the dots and
+convolutions of XLA's own forms, 2 per multiply-add), the same on every backend and in both
+dtypes; XLA:CPU's cost analysis of the same step is shown beside them where it differs.
+
     genart bench --configs bench_dcgan32 --out benchmarks/results/cpu
 """
 
@@ -26,6 +30,7 @@ from benchmarks.interleave import Timed, time_interleaved
 from genart_jax import cpu_convolutions, host_memory
 from genart_jax.config import apply_overrides, load_config
 from genart_jax.models import resample_conv
+from genart_jax.train import programs
 from genart_jax.train.loop import build_training
 
 
@@ -67,11 +72,22 @@ def matmul_peak(dtype: str, n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / best
 
 
+def model_flops(cfg) -> float:
+    """The model's FLOPs in one train step on the whole global batch, the numerator of MFU on
+    every backend: the dots and convolutions of the step as lowered for an accelerator, counted
+    from its jaxpr (`programs.step_flops`; XLA's own convolution forms, no CPU form's extra
+    work), the same count in float32 and bfloat16."""
+    return programs.step_flops(cfg).matmul
+
+
 def step_flops(cfg) -> float:
-    """The model's FLOPs in one train step on the whole global batch: XLA's cost analysis of
-    the step compiled for a single CPU-or-default device (SPMD counts are per device; GPU
-    counts are unreliable, see DESIGN.md), traced with XLA's own convolution forms so that the
-    count does not include the extra work of the CPU forms (`resample_conv.xla_forms`)."""
+    """XLA's FLOPs in one train step on the whole global batch (matmuls and elementwise
+    ops), for comparison with `model_flops`: XLA's cost analysis of the step compiled for a
+    single CPU-or-default device (SPMD counts are per device; GPU counts are unreliable, see
+    DESIGN.md), traced with XLA's own forms of `resample_conv` (`resample_conv.xla_forms`).
+    R3GAN's grouped convolutions keep their CPU form there (one dense block-diagonal
+    convolution): r3gan_digits counts 210 GFLOP here against the model's 57, so MFU from this
+    count overstated R3GAN's 3.7x."""
     try:
         device = jax.devices("cpu")[0]
     except RuntimeError:
@@ -134,9 +150,10 @@ def prepare_case(case: Case, warmup: int) -> tuple[Timed, dict[str, Any]]:
                                    "images_per_step": case.batch * cfg.train.d_steps}
 
 
-def case_row(meta: dict[str, Any], timed: Timed, flops_per_step: float, peak: float
-             ) -> dict[str, Any]:
-    """The results row of a timed case: throughput (median, p90), FLOP/s and MFU."""
+def case_row(meta: dict[str, Any], timed: Timed, flops_per_step: float, peak: float,
+             xla_flops_per_step: float | None = None) -> dict[str, Any]:
+    """The results row of a timed case: throughput (median, p90), FLOP/s and MFU of the
+    model's FLOPs (`model_flops`), and XLA:CPU's count where it was taken."""
     t = timed.summary()
     images, n = meta["images_per_step"], meta["devices"]
     achieved = flops_per_step / t["step_s_median"] / n
@@ -146,7 +163,8 @@ def case_row(meta: dict[str, Any], timed: Timed, flops_per_step: float, peak: fl
             "images_per_sec_per_device": images / t["step_s_median"] / n,
             "images_per_sec_p90": images / t["step_s_p90"],
             "peak_bytes": stats.get("peak_bytes_in_use"), "flops_per_step": flops_per_step,
-            "achieved_flops_per_device": achieved, "mfu": achieved / peak}
+            "achieved_flops_per_device": achieved, "mfu": achieved / peak,
+            "flops_counted_by": "jaxpr", "xla_cpu_flops_per_step": xla_flops_per_step}
 
 
 def machine_info() -> dict[str, Any]:
@@ -168,9 +186,11 @@ def machine_info() -> dict[str, Any]:
 
 def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes: list[str],
         ks: list[int], batches: list[int] | None, steps: int, warmup: int, peers: bool,
-        out: Path, rounds: int = 4) -> dict[str, Any]:
+        out: Path, rounds: int = 4, xla_flops: bool = True) -> dict[str, Any]:
     """Every case of each config, and its PyTorch peers, timed interleaved in `rounds` rounds
-    (`benchmarks.interleave`); writes results.json, results.md and plots into `out`."""
+    (`benchmarks.interleave`); writes results.json, results.md and plots into `out`.
+    `xla_flops`: also take XLA:CPU's count of each step (one more compile per config and
+    dtype)."""
     out.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     print(f"{info['backend']} x{info['device_count']} ({info['device_kind']}), jax "
@@ -184,22 +204,25 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
     results, peer_rows = [], []
     for name in configs:
         base = load_config(name)
-        cases = []  # (Timed, meta, flops per step, peak)
+        cases = []  # (Timed, meta, model flops per step, peak, XLA:CPU flops per step)
         for dt in dtypes:
-            flops = step_flops(load_config(name, {"model.dtype": dt}))
+            xla = (step_flops(load_config(name, {"model.dtype": dt})) / base.train.batch_size
+                   if xla_flops else None)
             for b in batches or [base.train.batch_size]:
+                flops = model_flops(load_config(name, {"model.dtype": dt,
+                                                       "train.batch_size": str(b)}))
                 for n in device_counts:
                     for drv in drivers:
                         for k in ks:
                             timed, meta = prepare_case(Case(name, n, drv, dt, k, b), warmup)
                             print(f"compiled {timed.name} in {meta['compile_s']:.1f} s")
-                            cases.append((timed, meta, flops * b / base.train.batch_size,
-                                          peaks[dt]))
+                            cases.append((timed, meta, flops, peaks[dt],
+                                          None if xla is None else xla * b))
         peer_cases = prepare_peers(name, batches, warmup, dtypes) if peers else []
         time_interleaved([c[0] for c in cases] + [p[0] for p in peer_cases], steps, rounds,
                          progress=lambda msg, name=name: print(f"{name}: {msg}", flush=True))
-        for timed, meta, flops, peak in cases:
-            r = case_row(meta, timed, flops, peak)
+        for timed, meta, flops, peak, xla in cases:
+            r = case_row(meta, timed, flops, peak, xla)
             results.append(r)
             print(f"{timed.name}: {r['images_per_sec']:.0f} img/s "
                   f"({r['images_per_sec_per_device']:.0f}/device), compile "
@@ -295,6 +318,16 @@ def _usage_cells(row: dict) -> str:
             else "- | -")
 
 
+def _flops_cell(row: dict) -> str:
+    """GFLOP per step: the model's count, and XLA:CPU's in parentheses where it differs by
+    more than 2% (elementwise work; the CPU forms' extra work in older reports)."""
+    cell = f"{row['flops_per_step'] / 1e9:.1f}"
+    xla = row.get("xla_cpu_flops_per_step")
+    if xla and abs(xla / row["flops_per_step"] - 1) > 0.02:
+        cell += f" (XLA:CPU {xla / 1e9:.1f})"
+    return cell
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"Machine: {m['backend']} x{m['device_count']} ({m['device_kind']}), "
@@ -317,7 +350,7 @@ def markdown(report: dict) -> str:
             f"| {r['config']} | {r['dtype']} | {r['batch']} | {r['devices']} | {r['driver']} | "
             f"{r['steps_per_call']} | {r['images_per_sec']:.0f} | "
             f"{r['images_per_sec_per_device']:.0f} | {r['images_per_sec_p90']:.0f} | "
-            f"{r['compile_s']:.1f} | {r['flops_per_step'] / 1e9:.1f} | "
+            f"{r['compile_s']:.1f} | {_flops_cell(r)} | "
             f"{r['achieved_flops_per_device'] / 1e9:.1f} | {r['mfu']:.1%} | "
             f"{_usage_cells(r)} |")
     if report["peers"]:
@@ -340,6 +373,11 @@ def markdown(report: dict) -> str:
     peaks = ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in
                       report["matmul_peak_flops"].items())
     lines += ["", f"MFU is against the matmul peak measured in the same run: {peaks}."]
+    if any(r.get("flops_counted_by") == "jaxpr" for r in report["results"]):
+        lines.append("GFLOP/step is the model's: the step's dots and convolutions with XLA's "
+                     "own forms, counted from its jaxpr (genart_jax.flops), the same on every "
+                     "backend and dtype; XLA:CPU's cost analysis in parentheses where it "
+                     "differs by more than 2%.")
     t = report.get("timing")
     if t:
         lines.append(f"Every case and peer of a config: at least {t['steps']} timed steps after "

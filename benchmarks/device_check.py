@@ -7,8 +7,10 @@ no network), under 8 minutes, failing loudly. Run by `benchmarks/device_check.sh
 Parts, each a fresh process with its own time limit: the programs (the GPU backend is there),
 a 200-step training smoke run at the default steps per call and at 1, the loop's floor (the
 tiny MLP GAN, fused and not), `genart bench` for DCGAN-64 bfloat16 at batch 512 and the conv
-VAE (images/s/device, MFU against the bf16 matmul peak measured in the same run, the PyTorch
-peers where torch is installed, k = 1 vs 8), and the input pipeline's feed rate. It writes
+VAE (images/s/device, MFU of the model's FLOPs counted from the step's jaxpr, `genart_jax.flops`,
+against the bf16 matmul peak measured in the same run, the PyTorch peers where torch is
+installed, k = 1 vs 8), and the input pipeline's feed rate. A bench row whose MFU is missing,
+not from that count, or outside (0, 1] fails its part. It writes
 results.json and results.md into OUT and exits 1 if any part failed or was skipped.
 """
 
@@ -28,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _START = time.perf_counter()
 NEEDED = ("jax", "flax", "optax", "orbax.checkpoint", "ml_collections", "tqdm", "numpy")
 FOR_DATA = ("tensorflow_datasets", "array_record", "sklearn")  # the embedded digits
+FOR_PIPELINE = ("tensorflow_datasets", "array_record", "grain", "PIL")  # generated JPEGs
 
 
 def _missing(modules: tuple[str, ...]) -> list[str]:
@@ -90,8 +93,24 @@ def _bench_rows(out: Path) -> list[dict]:
         return []
     data = json.loads(path.read_text())
     keep = ("config", "dtype", "batch", "steps_per_call", "images_per_sec_per_device", "mfu",
-            "compile_s", "peer", "kind")
+            "flops_per_step", "flops_counted_by", "compile_s", "peer", "kind")
     return [{k: r[k] for k in keep if k in r} for r in data.get("results", [])]
+
+
+def mfu_problems(rows: list[dict]) -> list[str]:
+    """What is wrong with bench rows' MFU: none, not from the model's FLOP count of the jaxpr
+    (`genart_jax.flops`; XLA's GPU count is -1 or low), or outside (0, 1]."""
+    if not rows:
+        return ["no bench rows"]
+    bad = []
+    for r in rows:
+        mfu = r.get("mfu")
+        if r.get("flops_counted_by") != "jaxpr":
+            bad.append(f"{r.get('config')} k={r.get('steps_per_call')}: FLOPs not from the jaxpr")
+        elif not (isinstance(mfu, float) and 0 < mfu <= 1):
+            bad.append(f"{r.get('config')} {r.get('dtype')} k={r.get('steps_per_call')}: "
+                       f"MFU {mfu}")
+    return bad
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     dcgan_batch, vae_batch = ("8", "8") if dry else ("512", "256")
     bench_common = ["--devices", "1", "--drivers", "shard_map", "--steps", "2" if dry else "30",
                     "--rounds", "1" if dry else "3", "--warmup", "1" if dry else "3",
-                    "--steps-per-call", "1,2" if dry else "1,8"]
+                    "--steps-per-call", "1,2" if dry else "1,8",
+                    "--no-xla-flops"]  # MFU from the model's count: no CPU compile needed
     parts, summary = [], {"backend": backend, "device_kind": kind, "dry": dry,
                           "jax": jax.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     data_missing = _missing(FOR_DATA)
@@ -164,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                "--dtypes", dtypes, "--batches", batch, *bench_common, "--out", str(out / name)]
         parts.append(_run(name, cmd, 120, logs / f"{name}.log"))
         parts[-1]["rows"] = _bench_rows(out / name)
+        problems = mfu_problems(parts[-1]["rows"])
+        if parts[-1]["rc"] == 0 and problems:
+            parts[-1]["rc"] = f"MFU: {'; '.join(problems)}"
     floor = ["--config", "gan_mlp_digits", "--config.model.mlp_g_hidden=(8,)",
              "--config.model.mlp_d_hidden=(8,)", "--config.train.batch_size=8",
              f"--config.train.steps={300 if dry else 4000}", "--config.train.sample_every=0",
@@ -171,14 +194,25 @@ def main(argv: list[str] | None = None) -> int:
     train_part("floor-default-k", floor, 90)
     train_part("floor-k1", [*floor, "--config.train.steps_per_call=1"], 90)
     train_part("smoke-k1", [*smoke, "--config.train.steps_per_call=1"], 150)
-    if data_missing:
-        parts.append({"part": "input-pipeline", "rc": None, "skipped": f"missing {data_missing}"})
-    else:
-        cmd = [sys.executable, "benchmarks/input_pipeline.py", "--config", "dcgan_digits",
-               "--batches", "20" if dry else "200"]
-        parts.append(_run("input-pipeline", cmd, 90, logs / "input-pipeline.log"))
-        if not parts[-1].get("skipped"):
-            parts[-1]["output"] = (logs / "input-pipeline.log").read_text()[-1500:]
+    pipeline_missing = _missing(FOR_PIPELINE)
+    if pipeline_missing:
+        parts.append({"part": "input-pipeline", "rc": None,
+                      "skipped": f"missing {pipeline_missing}"})
+    else:  # generated JPEG files prepared at 64 px, then streamed onto the GPU by 2 workers
+        images, data_dir = out / "input-images", out / "input-data"
+        make = [sys.executable, "-m", "benchmarks.input_pipeline", "--generate", str(images),
+                "--images", "96" if dry else "600", "--sizes", "64", "--data_dir",
+                str(data_dir)]
+        parts.append(_run("input-data", make, 90, logs / "input-data.log"))
+        cmd = [sys.executable, "-m", "benchmarks.input_pipeline", "--data", "gen64", "--size",
+               "64", "--workers", "2", "--seconds", "3" if dry else "10", "--batch",
+               "16" if dry else "64", "--data_dir", str(data_dir)]
+        if parts[-1]["rc"] == 0:
+            parts.append(_run("input-pipeline", cmd, 90, logs / "input-pipeline.log"))
+            if not parts[-1].get("skipped"):
+                parts[-1]["output"] = (logs / "input-pipeline.log").read_text()[-1500:]
+        shutil.rmtree(images, ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
     failed = [q["part"] for q in parts if q.get("rc") != 0]
     summary.update(parts=parts, failed=failed)
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -202,10 +236,20 @@ def _markdown(s: dict) -> str:
         if "last_step" in q:
             what = (f"step {q['last_step']}, median {q['median_images_per_sec']} img/s, "
                     f"{q['final_losses']}")
+        if "output" in q:  # the input pipeline's rate line
+            what = next((ln for ln in reversed(q["output"].splitlines()) if "images/s" in ln),
+                        "")
         lines.append(f"| {q['part']} | {q['rc']} | {q['wall_s']:.1f} | {what} |")
-    for q in s["parts"]:
-        for r in q.get("rows", []):
-            lines.append(f"- {q['part']}: {json.dumps(r)}")
+    rows = [(q["part"], r) for q in s["parts"] for r in q.get("rows", [])]
+    if rows:
+        lines += ["", "| part | config | dtype | batch | steps/call | img/s/device | GFLOP/step "
+                  "(model, from the jaxpr) | MFU | compile s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for part, r in rows:
+            lines.append(f"| {part} | {r.get('config')} | {r.get('dtype')} | {r.get('batch')} | "
+                         f"{r.get('steps_per_call')} | {r.get('images_per_sec_per_device', 0):.0f} "
+                         f"| {r.get('flops_per_step', 0) / 1e9:.1f} | {r.get('mfu', 0):.1%} | "
+                         f"{r.get('compile_s', 0):.1f} |")
     lines += ["", f"Failed: {s['failed'] or 'none'}"]
     return "\n".join(lines) + "\n"
 

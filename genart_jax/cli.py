@@ -728,6 +728,8 @@ def _add_bench(sub) -> None:
                         "cases and peers of a config")
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--no-peers", action="store_true", help="skip the PyTorch references")
+    b.add_argument("--no-xla-flops", action="store_true",
+                   help="skip XLA:CPU's FLOP count beside the model's (one compile less)")
     b.add_argument("--out", default="benchmarks/results/latest")
 
 
@@ -754,7 +756,8 @@ def _bench(args) -> int:
     run([c.strip() for c in args.configs.split(",")], devices, args.drivers.split(","),
         dtypes, ints(args.steps_per_call),
         ints(args.batches) if args.batches else None, args.steps, args.warmup,
-        not args.no_peers, Path(args.out), rounds=args.rounds)
+        not args.no_peers, Path(args.out), rounds=args.rounds,
+        xla_flops=not args.no_xla_flops)
     return 0
 
 

@@ -118,6 +118,59 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.array([flag], np.int32))))
 
 
+# The key JAX's preemption sync manager (XLA's coordination service) watches for a preemption
+# notice; its own SIGTERM notifier writes it, with the time as RFC 3339. The training loop's
+# signal handler replaces that notifier, so it writes the key itself (tests/test_multihost.py
+# checks that every process then reaches the same sync point).
+PREEMPTION_NOTICE_KEY = "RECEIVED_PREEMPTION_NOTICE"
+
+
+def _distributed_client() -> Any | None:
+    """JAX's coordination-service client of a multi-process run, or None (no public API)."""
+    from jax._src import distributed
+
+    return distributed.global_state.client
+
+
+def preemption_sync_available() -> bool:
+    """Whether this multi-process run has JAX's preemption sync manager (on by default,
+    `jax_enable_preemption_service`)."""
+    from jax._src import distributed
+
+    return (jax.process_count() > 1 and distributed.global_state.client is not None
+            and distributed.global_state.preemption_sync_manager is not None)
+
+
+def announce_preemption(signum: int = 15) -> bool:
+    """Post a preemption notice for every process of the run (from a signal handler): each
+    then reaches the same `preemption_sync` point. False where it could not be posted; a
+    notice already posted (several processes signalled) counts as posted."""
+    import datetime
+
+    client = _distributed_client()
+    if client is None:
+        return False
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+    try:
+        client.key_value_set(PREEMPTION_NOTICE_KEY, when)
+    except Exception as e:  # noqa: BLE001 - the coordinator's error types are not public
+        if "ALREADY_EXISTS" not in str(e):
+            print(f"genart: warning: could not announce signal {signum} to the other "
+                  f"processes ({e}); they stop at the next logged step", flush=True)
+            return False
+    return True
+
+
+def preemption_sync(call: int) -> bool:
+    """True on every process at the same call once any process got a preemption notice:
+    JAX's sync point (the largest call any process has reached, plus one). Every process
+    must ask at every call with the same increasing `call`; a few microseconds without a
+    notice (a local flag)."""
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.reached_preemption_sync_point(call)
+
+
 def _host_copy(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 

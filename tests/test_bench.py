@@ -79,6 +79,13 @@ def test_bench_cli_writes_results_for_each_case(tmp_path, capsys):
     for r in rows:
         assert r["batch"] == 8 and r["steps_timed"] >= 4 and r["images_per_sec"] > 0
         assert len(r["round_step_s_medians"]) == 2 and r["flops_per_step"] > 0
+        # MFU's numerator is the model's count from the jaxpr, XLA:CPU's beside it
+        assert r["flops_counted_by"] == "jaxpr" and r["xla_cpu_flops_per_step"] > 0
+    from genart_jax.train.programs import step_flops
+    model = step_flops(load_config("gan_mlp_digits", {"train.batch_size": "8"})).matmul
+    assert rows[0]["flops_per_step"] == model
+    assert rows[0]["mfu"] == pytest.approx(rows[0]["achieved_flops_per_device"]
+                                           / report["matmul_peak_flops"]["float32"])
     assert report["timing"] == {"steps": 4, "rounds": 2, "warmup": 1}
     # the CLI keeps freed host memory (genart_jax.host_memory) and the report says so
     assert report["machine"]["host_memory_kept"] == (host_memory._glibc() is not None)
@@ -177,3 +184,16 @@ def test_conv_forms_times_every_choice_and_restores_the_threshold(capsys):
         assert f"dcgan_digits bfloat16 {choice}: " in out
     assert resample_conv.CPU_FORMS_MIN_FLOPS == 1e9 and not resample_conv._force_xla_forms
     assert resample_conv.CPU_MATMUL_FORMS_MIN_FLOPS == 0
+
+
+def test_device_check_fails_bench_rows_without_the_models_mfu():
+    from benchmarks.device_check import mfu_problems
+
+    good = {"config": "c", "dtype": "bfloat16", "steps_per_call": 1, "mfu": 0.4,
+            "flops_counted_by": "jaxpr"}
+    assert mfu_problems([good]) == []
+    assert mfu_problems([]) == ["no bench rows"]
+    assert mfu_problems([{**good, "flops_counted_by": None}]) == [
+        "c k=1: FLOPs not from the jaxpr"]
+    assert mfu_problems([{**good, "mfu": -1.0}, {**good, "mfu": 1.3}]) == [
+        "c bfloat16 k=1: MFU -1.0", "c bfloat16 k=1: MFU 1.3"]

@@ -3,6 +3,8 @@ one process with 4 devices, and only process 0 writes metrics and samples."""
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -107,3 +109,35 @@ def test_a_dead_peer_ends_the_other_process_in_bounded_time(tmp_path, victim):
     assert procs[1 - victim].returncode != 0
     assert "JAX distributed service detected fatal errors" in err
     assert waited < 60, waited
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_saves_both_within_a_call(tmp_path):
+    """SIGTERM to process 1 (not the one that logs) while both train with log_every far away:
+    both save at the same call end, one or two calls past the step the signal arrived at
+    (JAX's preemption sync point), and exit with 128 + SIGTERM."""
+    port = free_port()
+    args = [*TINY, "--config.train.log_every=100000", "--config.checkpoint.every_steps=20",
+            "--config.checkpoint.every_minutes=0", "--config.train.sample_every=0",
+            "--config.train.steps_per_call=1"]
+    procs = [start(tmp_path, 2, {"GENART_COORDINATOR": f"127.0.0.1:{port}",
+                                 "GENART_NUM_PROCESSES": "2", "GENART_PROCESS_ID": str(i)},
+                   args, steps=100_000)
+             for i in range(2)]
+    try:
+        t0 = time.time()
+        while checkpoint.latest_step(tmp_path) is None:  # both are past the compile
+            assert time.time() - t0 < 180, "training did not start"
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, outputs
+    at = int(re.search(r"signal 15 at step (\d+)", outputs[1][1]).group(1))
+    saved = checkpoint.latest_step(tmp_path)
+    assert at < saved <= at + 2, (at, saved)  # not the next logged step (100000)
+    assert "to resume" in outputs[0][1] and "to resume" in outputs[1][1]

@@ -144,3 +144,18 @@ def test_kill_9_at_random_moments_then_resume_matches_uninterrupted(tmp_path):
     got, meta, step = restore(workdir)
     assert step == steps
     assert_same(got, want)
+
+
+def test_the_first_signal_is_announced_once_and_names_the_step(capsys):
+    from genart_jax.parallel import announce_preemption
+    from genart_jax.train.preemption import PreemptionGuard
+
+    announced = []
+    with PreemptionGuard(on_signal=announced.append) as guard:
+        guard.step = 7
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # the handler runs in the main thread between bytecodes
+    assert guard.signum == signal.SIGTERM and announced == [signal.SIGTERM]
+    assert "signal 15 at step 7: finishing this step" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is not guard._handle  # handlers given back
+    assert announce_preemption() is False  # one process: no other process to tell

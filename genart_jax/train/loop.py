@@ -30,7 +30,13 @@ from genart_jax.data.pipeline import (
     device_memory_bytes,
     load_cached,
 )
-from genart_jax.parallel import any_process, describe_devices
+from genart_jax.parallel import (
+    announce_preemption,
+    any_process,
+    describe_devices,
+    preemption_sync,
+    preemption_sync_available,
+)
 from genart_jax.train.families import family_of
 from genart_jax.train.feed import DriverPerSize, call_sizes, feed, resolve_steps_per_call
 from genart_jax.train.preemption import PreemptionGuard
@@ -218,10 +224,13 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     last: dict[str, float] = {}
     compile_s, t_saved = 0.0, time.monotonic()
     t_log, step_log = time.perf_counter(), start
+    # Multi-process: a signal to any process is announced to all (JAX's preemption sync
+    # manager), and all save at the same call end, checked at every call (a local flag).
+    sync = multi and preemption_sync_available()
     try:
-        with PreemptionGuard() as guard:
+        with PreemptionGuard(on_signal=announce_preemption if sync else None) as guard:
             step = start
-            for call in calls:  # calls end at logged, sampled and saved steps (feed.py)
+            for n_call, call in enumerate(calls, 1):  # calls end at logged, sampled, saved steps
                 position = call.position
                 if real is None:
                     first = call.first["image"][0][:16]
@@ -230,6 +239,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                 state, metrics = drivers(call.steps).step(
                     state, on_device(call.steps, call.batch))
                 step += call.steps
+                guard.step = step
                 if step == start + call.steps:  # the first call compiles; not throughput
                     jax.block_until_ready(metrics)
                     compile_s = time.perf_counter() - t_log
@@ -248,13 +258,16 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                         _raise_diverged(driver.get_state(state), last)
                 bar.update(call.steps)
                 # Decisions that depend on time or signals are taken together by all
-                # processes (at logged steps), or the collective save would hang.
+                # processes (signals: at the sync point of every call, or at logged steps
+                # without the sync manager; timed saves: at logged steps), or the collective
+                # save would hang.
                 stop = guard.signum is not None
                 timed = (cfg.checkpoint.every_minutes > 0 and time.monotonic() - t_saved
                          >= 60 * cfg.checkpoint.every_minutes)
                 if multi:
-                    stop, timed = (any_process(stop), any_process(timed)) if logged else (
-                        False, False)
+                    agreed = sync and preemption_sync(n_call)
+                    stop, timed = ((any_process(stop) or agreed, any_process(timed)) if logged
+                                   else (agreed, False))
                 every = cfg.checkpoint.every_steps
                 do_save = stop or timed or bool(every and step % every == 0)
                 do_sample = (main and cfg.train.sample_every > 0 and step < steps

@@ -3,7 +3,8 @@
 `export_step(cfg, platforms)` lowers a config's train step (jit over shard_map, one device, the
 whole global batch, nothing computed) with `jax.export` for any platforms, from any process: a
 CPU-only machine can build the programs a GPU or TPU would run. `program_problems` lists what in
-such a program a GPU/TPU run must not have.
+such a program a GPU/TPU run must not have. `step_flops(cfg)` counts a step's FLOPs from its
+jaxpr (`genart_jax.flops`), for MFU on every backend.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from genart_jax import flops
 from genart_jax.config import apply_overrides
 
 _CALLBACK = re.compile(r"custom_call\s*@(xla_python|xla_ffi_python|.*callback)", re.I)
@@ -54,6 +56,15 @@ def export_step(cfg: Any, platforms: Sequence[str], k: int = 1) -> jax.export.Ex
     """The train step of `cfg` exported (serializable) for `platforms` ("cpu", "cuda", "tpu")."""
     step, args = step_and_arguments(cfg, k=k)
     return jax.export.export(step, platforms=tuple(platforms))(*args)
+
+
+def step_flops(cfg: Any, platform: str = "cuda", k: int = 1) -> flops.FlopCount:
+    """FLOPs of one call of `k` train steps of `cfg` on the whole global batch (forward,
+    backward, optimizer, R1/R2 passes where on), counted from the traced step as lowered for
+    `platform`: on "cuda" or "tpu" with XLA's own convolutions, the model's FLOPs on every
+    backend (the CPU forms of `resample_conv` do extra work that is no model FLOP)."""
+    step, args = step_and_arguments(cfg, k=k)
+    return flops.count_fn(step, *args, platform=platform)
 
 
 def lowered_texts(cfg: Any, platforms: Sequence[str], k: int = 1) -> dict[str, str]:
