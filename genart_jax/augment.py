@@ -101,15 +101,33 @@ def rot90(key: jax.Array, x: jax.Array) -> jax.Array:
     return lax.switch(k, [lambda im, i=i: jnp.rot90(im, i, axes=(0, 1)) for i in range(4)], x)
 
 
+def reflect_shift_matrix(n: int, shift: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """The (n, n) 0/1 matrix M with (M @ v)[i] = v[reflect(i - shift)], reflecting about the
+    end samples (NumPy's 'reflect' padding; |shift| < n)."""
+    src = jnp.abs(jnp.arange(n) - shift)
+    src = jnp.where(src > n - 1, 2 * (n - 1) - src, src)
+    return (src[:, None] == jnp.arange(n)[None, :]).astype(dtype)
+
+
+def translate_by(x: jax.Array, dy: jax.Array, dx: jax.Array) -> jax.Array:
+    """x (H, W, C) shifted down by dy and right by dx whole pixels, reflection-padded: two
+    products with 0/1 matrices (exact at HIGHEST precision, linear, so R1's derivatives through
+    it are matrix products too: the tiny test model's step compiled in 7.9 CPU-s against 11.1
+    with the pad-and-dynamic-slice form)."""
+    h, w, _ = x.shape
+    hi = lax.Precision.HIGHEST
+    x = jnp.einsum("ij,jwc->iwc", reflect_shift_matrix(h, dy, x.dtype), x, precision=hi)
+    return jnp.einsum("vw,iwc->ivc", reflect_shift_matrix(w, dx, x.dtype), x, precision=hi)
+
+
 def integer_translation(key: jax.Array, x: jax.Array, ratio: float = 0.125) -> jax.Array:
     """x shifted by whole pixels, up to `ratio` of its size per axis, reflection-padded (ADA's
     'xint')."""
-    h, w, c = x.shape
+    h, w, _ = x.shape
     sh, sw = max(1, round(h * ratio)), max(1, round(w * ratio))
     dy = jax.random.randint(key, (), -sh, sh + 1)
     dx = jax.random.randint(jax.random.fold_in(key, 1), (), -sw, sw + 1)
-    padded = jnp.pad(x, ((sh, sh), (sw, sw), (0, 0)), mode="reflect")
-    return lax.dynamic_slice(padded, (sh - dy, sw - dx, 0), (h, w, c))
+    return translate_by(x, dy, dx)
 
 
 _ADA_FUNCS = {"xflip": flip, "rot90": rot90, "translate": integer_translation, "color": color}
