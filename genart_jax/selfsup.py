@@ -14,15 +14,16 @@ The feature space is two blocks, concatenated: per-channel statistics of the fir
 layer's (ReLU) activations, their spatial mean and standard deviation (the texture statistics
 of Gatys et al. 2016, "Image Style Transfer Using Convolutional Neural Networks", and Huang &
 Belongie 2017, AdaIN) and their total variation (Rudin, Osher & Fatemi 1992), and the SimCLR
-feature layer. Measured (benchmarks/results/feature_ranking_2*): the
-feature layer alone ranks dropped modes and colour shifts but puts blurred and noisy images
-*below* real-vs-real (digits, blur sigma 1: 9.75 vs 10.59, noise std 0.2: 9.62; a digit's
-class and shape survive blur and noise, and a shrunken feature spread lowers FID's sampling
-bias); the first layer's statistics see blur and noise at every strength but barely see
-dropped modes. Together they rank all four, monotone in strength, and order the package's
-models as the labelled classifier does. Each block is scaled to unit mean
-per-dimension variance on the train split (the scales are saved with the params and part of
-the fingerprint), so neither outweighs the other by its units.
+feature layer. Measured (benchmarks/results/feature_ranking_2digits): the feature layer alone
+ranks dropped modes and colour shifts but puts blurred and noisy digits *below* real-vs-real
+(blur sigma 1: 9.64 vs 10.35, noise std 0.2: 9.46; a digit's shape survives blur and noise, and
+a shrunken feature spread lowers FID's sampling bias); the first layer's statistics see blur
+and noise at every strength but miss dropped modes. Together they rank all four on the digits,
+monotone in strength, and order the package's models as the labelled classifier does; on a
+folder of hard-edged shapes all but a half-pixel blur (sigma 0.5, within FID's sampling noise
+there; docs/quality_metrics.md). Each block is scaled to unit mean per-dimension variance on
+the train split (the scales are saved with the params and are part of the fingerprint), so
+neither outweighs the other by its units.
 
 Saved like the classifier (Orbax params + `features.json`) in `runs/features_DATA_SIZE`, where
 `genart eval` finds it.
