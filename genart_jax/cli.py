@@ -266,7 +266,8 @@ def _train_features(args) -> int:
                           temperature=args.temperature, policy=policy,
                           progress=not args.no_progress)
     print(f"{meta['dataset']} SimCLR encoder ({meta['image_size']}x{meta['image_size']}x"
-          f"{meta['channels']}, {meta['feature_dim']}-d features, views "
+          f"{meta['channels']}, {meta['metric_dim']}-d features: first-layer statistics + "
+          f"{meta['feature_dim']}-d feature layer, views "
           f"{'+'.join(meta['policy']) or 'identity'}): {meta['steps']} steps in "
           f"{meta['seconds']} s on {meta['train_examples']} {meta['train_split']} images; "
           f"NT-Xent loss {meta['loss_first_20']:.3f} -> {meta['loss_last_20']:.3f} (chance "

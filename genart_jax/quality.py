@@ -105,6 +105,19 @@ def model_samples(cfg: ml_collections.ConfigDict, state: Any, *, num: int, seed:
     return np.concatenate(out)[:num]
 
 
+def resize_like_data(images: np.ndarray, size: int) -> np.ndarray:
+    """Images (N, s, s, C) in [-1, 1] at `size` x `size`, made as the data pipeline makes real
+    images of any size (8-bit grid, Pillow bicubic: `data.convert.resize_uint8`), so samples
+    of a model trained at another size (the 28 px VAE) enter a 32 px feature network the way
+    the reals did. Unchanged when already that size."""
+    from genart_jax.data.convert import resize_uint8, to_model_range_np
+
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    pixels = np.clip(np.rint((np.asarray(images, np.float64) + 1) * 127.5), 0, 255)
+    return to_model_range_np(resize_uint8(pixels.astype(np.uint8), size))
+
+
 def evaluate(net: Classifier | Extractor, real: np.ndarray, fake: np.ndarray,
              which: tuple[str, ...], seed: int = 0) -> dict[str, Any]:
     """The asked metrics of `fake` against `real` images in `net`'s feature space."""

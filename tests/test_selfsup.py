@@ -62,29 +62,74 @@ def test_degradations():
     assert degrade.drop_modes(x4, labels, 2)[:, 0, 0, 0].tolist() == [1, 2]
 
 
-def ranking_table(encoder, train, test, modes, shifts, mode_keeps):
-    """FID in `encoder`'s features of each degraded test set against the train split."""
-    ref = encoder.features(train)
+STRENGTHS = {"blur": (degrade.blur, (0.5, 1.0, 2.0)), "noise": (degrade.noise, (0.05, 0.1, 0.2)),
+             "color": (degrade.color_shift, (0.1, 0.2, 0.4))}
+
+
+def ranking_table(encoder, train, test, modes, mode_keeps, strengths=STRENGTHS):
+    """FID in `encoder`'s features against the test split of: the train images (real vs
+    real), the train images degraded at each strength, and the train images of fewer modes.
+    The degraded train images stand in for a model that learnt the train split."""
+    ref = encoder.features(test)
 
     def fid(x):
         return metrics.fid(ref, encoder.features(x))
-    table = {"real": fid(test)}
-    for name, fn, strengths in (("blur", degrade.blur, (0.6, 1.2, 2.4)),
-                                ("noise", degrade.noise, (0.1, 0.2, 0.4)),
-                                ("color", degrade.color_shift, shifts)):
-        table[name] = [fid(fn(test, s)) for s in strengths]
-    table["modes"] = [fid(degrade.drop_modes(test, modes, k)) for k in mode_keeps]
+    table = {"real": fid(train)}
+    for name, (fn, levels) in strengths.items():
+        table[name] = [fid(fn(train, s)) for s in levels]
+    table["modes"] = [fid(degrade.drop_modes(train, modes, k)) for k in mode_keeps]
     return table
 
 
-def assert_ranks(table, names=("modes",)):
-    """real-vs-real < each strength of the named degradations, monotone. Measured (see
-    benchmarks/results/feature_ranking_digits): the SimCLR features rank dropped modes and
-    strong colour shifts, but not light blur or noise (below real-vs-real), so only the
-    ranking that holds is asserted here; blur and noise are an open item."""
-    for name in names:
+def assert_ranks(table):
+    """real-vs-real < lightest < ... < heaviest, for blur, noise, colour shift and dropped
+    modes (the ranking the issue asks of a feature space)."""
+    for name in ("blur", "noise", "color", "modes"):
         row = [table["real"], *table[name]]
         assert all(a < b for a, b in zip(row[:-1], row[1:], strict=True)), (name, row)
+
+
+def test_assert_ranks_can_fail():
+    """The check the ranking tests rely on rejects a row below real-vs-real or a reversal."""
+    good = {"real": 1.0, "blur": [2, 3, 4], "noise": [2, 3, 4], "color": [2, 3, 4],
+            "modes": [2, 3, 4]}
+    assert_ranks(good)
+    for name, row in (("blur", [0.9, 3, 4]), ("noise", [2, 4, 3]), ("modes", [2, 2, 4])):
+        with pytest.raises(AssertionError, match=name):
+            assert_ranks({**good, name: row})
+
+
+def assert_scaled_blocks(enc, folder, x):
+    """The metric features of images x are the first conv layer's channel mean, std and total
+    variation (against a NumPy convolution) and the feature layer, each times its saved scale;
+    the scales give each block unit mean variance on the train images x and enter the
+    fingerprint; a v1 file is refused with the command that retrains it."""
+    meta, w = enc.meta, enc.meta["width"]
+    assert meta["metric_dim"] == 3 * w + meta["feature_dim"]
+    f = enc.features(x).astype(np.float64)
+    assert f.shape == (len(x), meta["metric_dim"])
+    conv0, s = enc.params["conv0"], x.shape[1]
+    a = np.zeros((*x.shape[:3], w))
+    xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    for dy in range(3):
+        for dx in range(3):
+            a += xp[:, dy:dy + s, dx:dx + s] @ np.asarray(conv0["kernel"][dy, dx], np.float64)
+    a = np.maximum(a + np.asarray(conv0["bias"]), 0)
+    tv = np.abs(np.diff(a, axis=1)).mean((1, 2)) + np.abs(np.diff(a, axis=2)).mean((1, 2))
+    tex = np.concatenate([a.mean((1, 2)), a.std((1, 2)), tv], -1)
+    np.testing.assert_allclose(f[:, :3 * w], tex * meta["block_scales"]["conv0_stats"],
+                               rtol=1e-4, atol=1e-4)
+    assert f[:, :3 * w].var(0).mean() == pytest.approx(1, rel=1e-3)
+    assert f[:, 3 * w:].var(0).mean() == pytest.approx(1, rel=1e-3)
+    meta_file = folder / selfsup.META_FILE
+    changed = json.loads(meta_file.read_text())
+    changed["block_scales"]["feature"] *= 2
+    meta_file.write_text(json.dumps(changed))
+    assert selfsup.load_encoder(folder).fingerprint != enc.fingerprint
+    meta_file.write_text(json.dumps({**changed, "format": "genart_jax.features.v1"}))
+    with pytest.raises(ClassifierError, match="older format v1 .* train it again with `genart "
+                                              f"train-features --data digits --image-size {s}"):
+        selfsup.load_encoder(folder)
 
 
 @pytest.mark.slow
@@ -96,14 +141,14 @@ def test_encoder_ranks_degraded_digits(tmp_path):
     assert enc.name == "digits SimCLR encoder"
     with pytest.raises(ClassifierError, match="no classes"):
         enc.probabilities(np.zeros((1, 16, 16, 1), np.float32))
-    train, _ = read_split(data, "train")
-    test, labels = read_split(data, "test")
-    table = ranking_table(enc, train, test, labels, (0.1, 0.2, 0.4), (7, 4, 1))
-    assert_ranks(table)
+    train, labels = read_split(data, "train")
+    test, _ = read_split(data, "test")
+    assert_ranks(ranking_table(enc, train, test, labels, (7, 4, 1)))
     other = load_config("dcgan_digits", {"data.image_size": "32"}).data
     with pytest.raises(ClassifierError, match="train a matching one with `genart "
                                               "train-features --data digits --image-size 32"):
         selfsup.matching_encoder(other, tmp_path / "enc")
+    assert_scaled_blocks(enc, tmp_path / "enc", train)
 
 
 def make_art_folder(root, n_per_mode=60, size=16, seed=0):
@@ -127,13 +172,13 @@ def make_art_folder(root, n_per_mode=60, size=16, seed=0):
 
 @pytest.mark.slow
 def test_train_features_cli_then_eval_ranks_a_folder_dataset(tmp_path, monkeypatch):
-    make_art_folder(tmp_path / "art")
+    make_art_folder(tmp_path / "art", n_per_mode=150)
     data_dir = str(tmp_path / "data")
     proc = run_genart(["prepare", "folder", str(tmp_path / "art"), "--name", "shapes",
                        "--size", "16", "--labels-from-subfolders", "--test-fraction", "0.25",
                        "--data_dir", data_dir])
     assert proc.returncode == 0, proc.stderr
-    assert "(180 train, 60 test)" in proc.stdout
+    assert "(448 train, 152 test)" in proc.stdout
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TFDS_DATA_DIR", data_dir)
     proc = run_genart(["train-features", "--data", "shapes", "--image-size", "16",
@@ -141,9 +186,10 @@ def test_train_features_cli_then_eval_ranks_a_folder_dataset(tmp_path, monkeypat
                        "--batch-size", "32", "--width", "8", "--feature-dim", "32",
                        "--no-progress"])
     assert proc.returncode == 0, proc.stderr
-    assert "shapes SimCLR encoder (16x16x3, 32-d features" in proc.stdout
+    assert ("shapes SimCLR encoder (16x16x3, 56-d features: first-layer statistics + 32-d "
+            "feature layer" in proc.stdout)
     enc_dir = tmp_path / "runs" / "features_shapes_16"
-    assert json.loads((enc_dir / "features.json").read_text())["train_examples"] == 180
+    assert json.loads((enc_dir / "features.json").read_text())["train_examples"] == 448
     # genart eval finds the encoder by default (no classifier trained for this data)
     proc = run_genart(["eval", "--reference", "train", "--data", "shapes", "--image-size",
                        "16", "--channels", "3", "--metrics", "fid"])
@@ -152,9 +198,13 @@ def test_train_features_cli_then_eval_ranks_a_folder_dataset(tmp_path, monkeypat
     cfg = load_config("dcgan_digits", {"data.name": "shapes", "data.image_size": "16",
                                        "data.channels": "3", "data.data_dir": data_dir}).data
     enc = selfsup.load_encoder(enc_dir)
-    train, _ = read_split(cfg, "train")
-    test, modes = read_split(cfg, "test")
-    assert_ranks(ranking_table(enc, train, test, modes, (0.2, 0.4, 0.8), (3, 2, 1)))
+    train, modes = read_split(cfg, "train")
+    test, _ = read_split(cfg, "test")
+    # blur sigma 0.5 of these hard-edged shapes is below what FID resolves here, in these
+    # features (measured: 2.32 vs 2.56 real-vs-real; 32 px, benchmarks/results/
+    # feature_ranking_2shapes: likewise), so the folder's blur levels start at 1
+    levels = {**STRENGTHS, "blur": (degrade.blur, (1.0, 2.0, 3.0))}
+    assert_ranks(ranking_table(enc, train, test, modes, (3, 2, 1), levels))
 
 
 def test_train_features_bad_input_exits_2(capsys, tmp_path):
