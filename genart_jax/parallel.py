@@ -137,7 +137,7 @@ def preemption_sync_available() -> bool:
     `jax_enable_preemption_service`)."""
     from jax._src import distributed
 
-    return (jax.process_count() > 1 and distributed.global_state.client is not None
+    return (jax.process_count() > 1 and _distributed_client() is not None
             and distributed.global_state.preemption_sync_manager is not None)
 
 

@@ -33,6 +33,11 @@ def start(workdir, steps, every):
         [sys.executable, "-m", "genart_jax.cli", *ARGS, "--workdir", str(workdir), "--steps",
          str(steps), f"--config.checkpoint.every_steps={every}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return watch(proc)
+
+
+def watch(proc):
+    """Collect a process's stdout lines on a thread into `proc.lines` (so its pipe never fills)."""
     proc.lines = []
     proc.reader = threading.Thread(target=lambda: proc.lines.extend(proc.stdout), daemon=True)
     proc.reader.start()

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 
 import jax
@@ -23,6 +22,8 @@ from genart_jax.cli import main
 from genart_jax.config import from_json, load_config
 from genart_jax.train import abstract_state, train_and_evaluate
 from tests.test_multihost import free_port
+from tests.test_preemption import finish as finish_process
+from tests.test_preemption import watch
 from tests.test_r3gan import TINY
 
 FLAGS = ["--config", "r3gan_digits", *(f"--config.{k}={v}" for k, v in TINY.items()),
@@ -42,21 +43,12 @@ def start(workdir, steps, devices, cache, extra_env=None):
     proc = subprocess.Popen([sys.executable, "-m", "genart_jax.cli", "train", "--no-progress",
                              *FLAGS, "--steps", str(steps), "--workdir", str(workdir)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc.lines = []
-    proc.reader = threading.Thread(target=lambda: proc.lines.extend(proc.stdout), daemon=True)
-    proc.reader.start()
-    return proc
+    return watch(proc)
 
 
 def finish(proc, timeout=400):
     """(stdout, stderr) of a finished process, which must have exited 0."""
-    try:
-        proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    proc.reader.join(timeout=10)
-    out, err = "".join(proc.lines), proc.stderr.read()
+    out, err = finish_process(proc, timeout)
     assert proc.returncode == 0, f"stdout:\n{out}\nstderr:\n{err}"
     return out, err
 
