@@ -7,6 +7,20 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")  # also for started processes
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
+# One persistent compilation cache for the session and the processes its tests start: the same
+# tiny programs are compiled by many tests and by every restart of a killed run, and XLA keys
+# an entry by the program, its options and XLA_FLAGS, so only equal programs share one. A
+# fresh folder per session (no entry outlives the run); GENART_TEST_COMPILE_CACHE=0 turns it off.
+if os.environ.get("GENART_TEST_COMPILE_CACHE", "1") != "0":
+    import atexit  # noqa: E402
+    import shutil  # noqa: E402
+    import tempfile  # noqa: E402
+
+    _compile_cache = tempfile.mkdtemp(prefix="genart-test-xla-cache-")
+    atexit.register(shutil.rmtree, _compile_cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _compile_cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -17,6 +17,7 @@ import pytest
 from genart_jax import checkpoint
 from genart_jax.config import from_json
 from genart_jax.train import abstract_state
+from genart_jax.train.loop import CALLS_AHEAD
 from tests.test_cli import TINY
 
 ARGS = ["train", "--no-progress", "--config.train.log_every=1"]
@@ -111,11 +112,18 @@ def test_a_dead_peer_ends_the_other_process_in_bounded_time(tmp_path, victim):
     assert waited < 60, waited
 
 
+NOTICE_TRAVEL_CALLS = 4  # measured: saved - at 1 or 2 in 9 runs (2 cores, load 1-4); 3 once before
+
+
 @pytest.mark.slow
 def test_sigterm_to_one_process_saves_both_within_a_call(tmp_path):
     """SIGTERM to process 1 (not the one that logs) while both train with log_every far away:
-    both save at the same call end, one or two calls past the step the signal arrived at
-    (JAX's preemption sync point), and exit with 128 + SIGTERM."""
+    both save at the same call end, a few calls past the step the signal arrived at, and exit
+    with 128 + SIGTERM. JAX's sync point is one past the furthest call any process had
+    launched when it learnt of the notice: process 0 runs at most CALLS_AHEAD calls past the
+    calls process 1 launched (each step's collectives wait for both), plus the calls both run
+    while the notice travels through the coordination service (milliseconds: a few tiny steps
+    on a loaded machine). The next logged step is 100000."""
     port = free_port()
     args = [*TINY, "--config.train.log_every=100000", "--config.checkpoint.every_steps=20",
             "--config.checkpoint.every_minutes=0", "--config.train.sample_every=0",
@@ -139,5 +147,5 @@ def test_sigterm_to_one_process_saves_both_within_a_call(tmp_path):
     assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, outputs
     at = int(re.search(r"signal 15 at step (\d+)", outputs[1][1]).group(1))
     saved = checkpoint.latest_step(tmp_path)
-    assert at < saved <= at + 2, (at, saved)  # not the next logged step (100000)
+    assert at < saved <= at + CALLS_AHEAD + 1 + NOTICE_TRAVEL_CALLS, (at, saved)
     assert "to resume" in outputs[0][1] and "to resume" in outputs[1][1]

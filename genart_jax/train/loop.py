@@ -8,6 +8,7 @@ step, RNG key and the data position all come back, so the run continues as if ne
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import shutil
@@ -41,6 +42,16 @@ from genart_jax.train.families import family_of
 from genart_jax.train.feed import DriverPerSize, call_sizes, feed, resolve_steps_per_call
 from genart_jax.train.preemption import PreemptionGuard
 from genart_jax.workdir_lock import WorkdirLock
+
+# The host runs at most this many calls ahead of the devices: after launching call n it waits
+# for call n - CALLS_AHEAD, so the devices always have queued work while the host's memory of
+# placed batches and the distance between the step a signal names and the step that runs stay
+# bounded. Without a bound, a loop that reads no result between logged steps queues calls
+# without limit, and two CPU processes over gloo hang in the step's collectives after a few
+# hundred queued calls (`genart train` of the floor's MLP GAN, log_every=96: hung at step
+# 96-192 in 3 of 3 runs unbounded, finished in 3 of 3 bounded; benchmarks/results/
+# cpu-2core-calls-ahead).
+CALLS_AHEAD = 2
 
 
 class TrainingDiverged(RuntimeError):
@@ -214,6 +225,7 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     images_per_step = cfg.train.batch_size * family.batches_per_step(cfg)
     key_a, key_b = family.progress
     real = None  # a few training images, for reconstruction grids
+    in_flight: collections.deque = collections.deque()  # metrics of the calls not waited for
     multi = jax.process_count() > 1
     sizes = call_sizes(start, steps, k, periods)
     calls = feed(prefetch(iterator, cfg.data.prefetch), sizes,
@@ -238,6 +250,9 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                                               else first), call.first["label"][0][:16])
                 state, metrics = drivers(call.steps).step(
                     state, on_device(call.steps, call.batch))
+                in_flight.append(metrics)
+                if len(in_flight) > CALLS_AHEAD:
+                    jax.block_until_ready(in_flight.popleft())  # see CALLS_AHEAD
                 step += call.steps
                 guard.step = step
                 if step == start + call.steps:  # the first call compiles; not throughput
