@@ -3,9 +3,9 @@
 per call), and two local `genart train` processes (2 CPU devices each, gloo) on the tests' tiny
 DCGAN (batch 16, one step per call) with JAX's preemption sync point checked at every call
 ("sync") and without it (`JAX_ENABLE_PREEMPTION_SERVICE=false`: signals agreed at logged steps
-only, as before), rounds interleaved so that a shared machine's load hits both alike. (The
-floor's tiny MLP GAN hangs at its first step over two processes with gloo, sync or not: not
-investigated here.)
+only, as before), rounds interleaved so that a shared machine's load hits both alike. (Pairs
+of processes used to hang over gloo when many calls were queued between logged steps, sync or
+not; the loop now bounds the queue: benchmarks/results/cpu-2core-calls-ahead.)
 
     python -m benchmarks.preemption_sync --rounds 3 \
         --out benchmarks/results/cpu-2core-preemption-sync
