@@ -200,14 +200,14 @@ def test_train_features_cli_then_eval_ranks_a_folder_dataset(tmp_path, monkeypat
     enc = selfsup.load_encoder(enc_dir)
     train, modes = read_split(cfg, "train")
     test, _ = read_split(cfg, "test")
-    # Measured, train-features seeds 0, 1, 2 at these settings: FID ranks every row on each
-    # (real-vs-real 0.73 / 0.94 / 0.83; blur 0.5 0.85 / 1.00 / 0.97, the smallest margins;
-    # 3 of 4 modes 0.95 / 1.03 / 0.99). With half the images (448 train, 152 test) FID put blur
-    # 0.5 below real-vs-real on all three seeds and 3 of 4 modes on seeds 1 and 2; KID (unbiased
-    # MMD^2) ranked no better: blur 0.5 within its noise, and on seeds 1-2 the mode-dropped sets
-    # below real-vs-real. The modes rows hold fewer images (675, 450, 225), which raises FID by
-    # itself: against as many real images the seed-1 encoder does not see 3 or 1 of 4 modes
-    # (benchmarks/feature_ranking.py prints that control).
+    # Measured, train-features seeds 0, 1, 2 at these settings (benchmarks/results/
+    # feature_ranking_shapes16_seeds): FID ranks every row on each (real-vs-real 0.73 / 0.94 /
+    # 0.83; the smallest margins blur 0.5 0.85 / 1.00 / 0.97 and 3 of 4 modes 0.95 / 1.03 /
+    # 0.99). With half the images (448 train, 152 test) FID put blur 0.5 below real-vs-real on
+    # all three seeds, 3 of 4 modes below on seed 1, the modes out of order on seed 2; KID
+    # (unbiased MMD^2) ranked no better: blur 0.5 within its noise, the modes failed on all
+    # three. The modes rows hold fewer images (675, 450, 225), which raises FID by itself:
+    # against as many real images the seed-1 encoder does not see 3 or 1 of 4 modes.
     assert_ranks(ranking_table(enc, train, test, modes, (3, 2, 1)))
 
 
