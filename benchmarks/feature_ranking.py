@@ -1,6 +1,6 @@
-"""FID of known-good and known-bad image sets in each feature space: real-vs-real, trained
-models, and degraded reals (blur, noise, colour shift, dropped modes), each against the held-out
-test split, as a Markdown table (and JSON), with a ranking check per column.
+"""FID and KID of known-good and known-bad image sets in each feature space: real-vs-real,
+trained models, and degraded reals (blur, noise, colour shift, dropped modes), each against the
+held-out test split, as a Markdown table (and JSON), with a ranking check per column.
 
     PYTHONPATH=$PWD python benchmarks/feature_ranking.py --data digits --image-size 32 \\
         --channels 1 --models runs/dcgan_digits,runs/dcgan_digits@1000,runs/vae_digits \\
@@ -14,7 +14,14 @@ learnt the train split); modes are the labels (classes, or labelled subfolders).
 trained at another size (the 28 px VAE) has its samples resized as the data pipeline resizes
 reals (`quality.resize_like_data`: 8-bit grid, bicubic), and the train images read at that size
 and resized the same way are a row of their own: the part of the model's FID the resize
-makes."""
+makes.
+
+KID is `genart eval`'s (`metrics.compute`: mean and std of unbiased MMD^2 over 100 subsets of
+min(1000, half the smaller set)); unlike FID its expectation does not grow as a set shrinks.
+The mode-dropped sets hold fewer images than the others, and FID's finite-sample bias grows as
+N shrinks, so each is paired with a control row: that many real train images (a random
+subset), the real-vs-real value a mode-dropped set of that size must beat. `--encoder` scores
+another encoder than the default (e.g. one trained with another `--seed`)."""
 
 from __future__ import annotations
 
@@ -74,25 +81,37 @@ def candidates(data_cfg, models: list[str], num: int, mode_keeps: tuple[int, ...
             yield name, f"{name} {s}", fn(base, s)
     n_modes = len(np.unique(labels))
     for k in mode_keeps:
-        yield "modes", f"{k} of {n_modes} modes", degrade.drop_modes(train, labels, k)[:num]
+        kept = degrade.drop_modes(train, labels, k)[:num]
+        yield "modes", f"{k} of {n_modes} modes", kept
+        if len(kept) < len(base):
+            yield "control", f"real train images, {len(kept)} (as many as {k} of " \
+                             f"{n_modes} modes)", base[:len(kept)]
 
 
 def ranking_checks(rows: list[dict], col: str) -> list[str]:
-    """For one FID column: is each degradation (and mode dropping) above real-vs-real and
+    """For one FID or KID column: is each degradation (and mode dropping) above real-vs-real and
     increasing in strength?"""
-    real = next(r[col] for r in rows if r["kind"] == "real")
+    scale = 1e3 if col.startswith("KID") else 1.0  # KID x 1000, as in the table
+    real = scale * next(r[col] for r in rows if r["kind"] == "real")
     out = []
     for kind in [k for k in dict.fromkeys(r["kind"] for r in rows)
                  if k not in ("real", "model", "control")]:
-        vals = [real] + [r[col] for r in rows if r["kind"] == kind]
+        vals = [real] + [scale * r[col] for r in rows if r["kind"] == kind]
         ok = all(a < b for a, b in zip(vals[:-1], vals[1:], strict=False))
         out.append(f"{kind}: {'monotone' if ok else 'NOT monotone'} "
-                   f"({' < '.join(f'{v:.4g}' for v in vals) if ok else vals})")
+                   f"({(' < ' if ok else ', ').join(f'{v:.4g}' for v in vals)})")
+    pairs = [(a, b) for a, b in zip(rows[:-1], rows[1:], strict=True)
+             if a["kind"] == "modes" and b["kind"] == "control"]
+    if pairs:
+        out.append("modes against as many real images: " + ", ".join(
+            f"{a['set']} {scale * a[col]:.4g} {'>' if a[col] > b[col] else 'NOT >'} "
+            f"{scale * b[col]:.4g}"
+            for a, b in pairs))
     return out
 
 
 def model_order(rows: list[dict], col: str) -> list[str]:
-    """The model rows from best (lowest FID) to worst in one column."""
+    """The model rows from best (lowest FID or KID) to worst in one column."""
     return [r["set"] for r in sorted((r for r in rows if r["kind"] == "model"),
                                      key=lambda r: r[col])]
 
@@ -121,11 +140,13 @@ def main() -> None:
     p.add_argument("--models", default="", help="comma-separated WORKDIR or WORKDIR@STEP")
     p.add_argument("--num", type=int, default=1000)
     p.add_argument("--modes", default="7,4,1", help="how many modes to keep, e.g. 7,4,1")
+    p.add_argument("--encoder", default="",
+                   help="encoder folder (default: runs/features_DATA_SIZE)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     data_cfg = _data_config(args.data, args.image_size, args.channels, args.data_dir)
     load_start = os.getloadavg()
-    enc = selfsup.matching_encoder(data_cfg)
+    enc = selfsup.matching_encoder(data_cfg, args.encoder or None)
     nets = [enc, FeatureLayerOnly(enc)]
     if (default_dir(args.data, args.image_size) / META_FILE).is_file():
         nets.append(load_classifier(default_dir(args.data, args.image_size)))
@@ -137,15 +158,21 @@ def main() -> None:
                                          args.num, keeps):
         row = {"kind": kind, "set": name, "images": len(images)}
         for net, ref in zip(nets, refs, strict=True):
-            row[f"FID ({net.name} features)"] = metrics.fid(ref, net.features(images))
+            row.update(metrics.compute(ref, net.features(images), net.name, ("fid", "kid")))
         rows.append(row)
         print(row, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cols = [k for k in rows[0] if k.startswith("FID")]
-    md = [f"| set (vs {len(test)} test images) | images | " + " | ".join(cols) + " |",
+    cols = [k for k in rows[0] if k.startswith(("FID ", "KID ("))]
+
+    def cell(r: dict, c: str) -> str:
+        if c.startswith("KID"):  # x 1000, with the std over subsets
+            return f"{r[c] * 1e3:.4g} ± {r[c.replace('KID', 'KID std', 1)] * 1e3:.2g}"
+        return f"{r[c]:.4g}"
+    md = [f"| set (vs {len(test)} test images) | images | "
+          + " | ".join(c.replace("KID", "KID x 1000", 1) for c in cols) + " |",
           "|---|---|" + "---|" * len(cols)]
-    md += [f"| {r['set']} | {r['images']} | " + " | ".join(f"{r[c]:.4g}" for c in cols) + " |"
+    md += [f"| {r['set']} | {r['images']} | " + " | ".join(cell(r, c) for c in cols) + " |"
            for r in rows]
     checks = {c: {"degradations": ranking_checks(rows, c), "models": model_order(rows, c)}
               for c in cols}
