@@ -36,11 +36,14 @@ def tiny_d():
     that every path of D matters in the derivatives below."""
     d = R3GANDiscriminator(widths=(8, 8), blocks=(1, 1), group_size=8, dtype=jnp.float64)
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 1), jnp.float64)
-    params = d.init(jax.random.PRNGKey(1), x)["params"]
-    params = jax.tree.map(
-        lambda p: (p + 0.05 * jax.random.normal(jax.random.PRNGKey(2), p.shape)).astype(
-            jnp.float64), params)
-    return d, params, x
+
+    @jax.jit  # one program, not some hundred float64 ops dispatched one by one
+    def init(x_):
+        params = d.init(jax.random.PRNGKey(1), x_)["params"]
+        return jax.tree.map(
+            lambda p: (p + 0.05 * jax.random.normal(jax.random.PRNGKey(2), p.shape)).astype(
+                jnp.float64), params)
+    return d, init(x), x
 
 
 # --- losses ----------------------------------------------------------------------------------
@@ -66,15 +69,16 @@ def test_penalty_matches_per_example_gradients_and_finite_differences(x64):
 
     logits, sq = jax.jit(lambda inp: losses.squared_input_gradient(f, inp))(x)
     # Direct: each example's own gradient, one example at a time.
-    per = np.asarray(jax.vmap(jax.grad(lambda xi: f(xi[None])[0]))(x))
+    per = np.asarray(jax.jit(jax.vmap(jax.grad(lambda xi: f(xi[None])[0])))(x))
     np.testing.assert_allclose(sq, np.sum(per ** 2, axis=(1, 2, 3)), rtol=1e-10)
     # Finite differences: the derivative along the unit gradient is the gradient's norm.
     eps = 1e-5
     u = per / np.linalg.norm(per.reshape(3, -1), axis=1)[:, None, None, None]
-    fd = (np.asarray(f(x + eps * u)) - np.asarray(f(x - eps * u))) / (2 * eps)
+    f_jit = jax.jit(f)
+    fd = (np.asarray(f_jit(x + eps * u)) - np.asarray(f_jit(x - eps * u))) / (2 * eps)
     np.testing.assert_allclose(fd ** 2, sq, rtol=3e-3)  # measured: 1e-3
-    np.testing.assert_allclose(float(losses.zero_centered_penalty(f, x)), float(np.mean(sq)),
-                               rtol=1e-10)
+    penalty = jax.jit(lambda inp: losses.zero_centered_penalty(f, inp))(x)
+    np.testing.assert_allclose(float(penalty), float(np.mean(sq)), rtol=1e-10)
     assert logits.shape == (3,)
 
 
