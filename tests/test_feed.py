@@ -120,3 +120,39 @@ def test_fused_training_matches_single_steps_and_resumes_bitwise(tmp_path):
     for x, y in zip(jax.tree.leaves(resumed), jax.tree.leaves(fused), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert [r["step"] for r in resumed_records] == [2, 4]
+
+
+def test_the_host_runs_calls_ahead_calls_ahead_of_the_devices(tmp_path, monkeypatch):
+    """The loop launches call j, then waits for call j - CALLS_AHEAD (never more queued, so two
+    processes over gloo cannot pile up calls), and does not wait for the calls after it (the
+    devices keep queued work); no result is read between the logged steps here."""
+    from genart_jax import parallel
+    from genart_jax.train import loop
+
+    events = []  # ("launch" | "wait", the call's metrics), the objects kept alive
+    step, block = parallel.ShardMapDriver.step, jax.block_until_ready
+
+    def launch(self, state, batch):
+        out = step(self, state, batch)
+        events.append(("launch", out[1]))
+        return out
+
+    def wait(x):
+        events.append(("wait", x))
+        return block(x)
+
+    monkeypatch.setattr(parallel.ShardMapDriver, "step", launch)
+    monkeypatch.setattr(loop.jax, "block_until_ready", wait)
+    cfg = tiny_config("mlp", **{"train.log_every": "100", "train.sample_every": "0",
+                                "checkpoint.every_steps": "0", "checkpoint.every_minutes": "0",
+                                "sample.num": "4", "train.steps": "10",
+                                "train.steps_per_call": "1"})
+    train_and_evaluate(cfg, tmp_path, progress=False, devices=jax.devices()[:2])
+    calls = [m for kind, m in events if kind == "launch"]
+    assert len(calls) == 10 and 1 <= loop.CALLS_AHEAD <= 4  # a bound, and checked below
+    for j in range(loop.CALLS_AHEAD, len(calls) - 1):
+        before_next = events[:next(i for i, (kind, m) in enumerate(events)
+                                   if kind == "launch" and m is calls[j + 1])]
+        waited = [m for kind, m in before_next if kind == "wait"]
+        assert any(m is calls[j - loop.CALLS_AHEAD] for m in waited), j
+        assert not any(m is calls[j] for m in waited), j
