@@ -112,7 +112,7 @@ def test_a_dead_peer_ends_the_other_process_in_bounded_time(tmp_path, victim):
     assert waited < 60, waited
 
 
-NOTICE_TRAVEL_CALLS = 4  # measured: saved - at 1 or 2 in 9 runs (2 cores, load 1-4); 3 once before
+NOTICE_TRAVEL_CALLS = 4  # measured: saved - at 1 or 2 in 9 runs (2 cores, load 1-4)
 
 
 @pytest.mark.slow

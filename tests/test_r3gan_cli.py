@@ -2,8 +2,9 @@
 with 2 devices), kill -9 and resume (bitwise, ADA's p included), two processes of 1 device
 (equal to the one process), sample (EMA or raw, truncation, slerp, a direction, a theme of a
 conditional model), export and sample --from-export, eval --metrics fid,kid,pr, feedback and
-directions. The training processes share a persistent compilation cache, so the step is
-compiled once for one process and once for the two-process pair."""
+directions. The training processes share the test session's persistent compilation cache
+(tests/conftest.py), so the step is compiled once for one process and once for the
+two-process pair."""
 
 import json
 import os
@@ -34,12 +35,11 @@ FLAGS = ["--config", "r3gan_digits", *(f"--config.{k}={v}" for k, v in TINY.item
 STEPS = 16
 
 
-def start(workdir, steps, devices, cache, extra_env=None):
+def start(workdir, steps, devices, extra_env=None):
     """`genart train` of the tiny R3GAN in a fresh process; stdout collected in `proc.lines`."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **(extra_env or {}))
+               **(extra_env or {}))
     proc = subprocess.Popen([sys.executable, "-m", "genart_jax.cli", "train", "--no-progress",
                              *FLAGS, "--steps", str(steps), "--workdir", str(workdir)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -67,12 +67,11 @@ def runs(tmp_path_factory):
     from genart_jax.classifier import train_classifier
 
     root = tmp_path_factory.mktemp("r3gan_cli")
-    cache = root / "jax_cache"
     port = free_port()
-    pair = [start(root / "multi", 4, 1, cache, {
+    pair = [start(root / "multi", 4, 1, {
         "GENART_COORDINATOR": f"127.0.0.1:{port}", "GENART_NUM_PROCESSES": "2",
         "GENART_PROCESS_ID": str(i)}) for i in range(2)]
-    reference = start(root / "ref", STEPS, 2, cache)
+    reference = start(root / "ref", STEPS, 2)
     cfg = load_config("r3gan_digits", {**TINY, "model.num_classes": "10", "train.steps": "2",
                                        "train.r1_gamma": "0", "train.r2_gamma": "0",
                                        "augment.ada": "", "train.sample_every": "0",
@@ -81,7 +80,7 @@ def runs(tmp_path_factory):
     train_classifier(cfg.data, root / "clf", steps=3, width=8, feature_dim=16, progress=False)
     outputs = {"ref": finish(reference), "multi": [finish(p) for p in pair]}
 
-    killed = start(root / "killed", STEPS, 2, cache)
+    killed = start(root / "killed", STEPS, 2)
     t0 = time.time()
     while killed.poll() is None and not checkpoint.latest_step(root / "killed"):
         assert time.time() - t0 < 300, "the killed run did not get past step 4"
@@ -89,7 +88,7 @@ def runs(tmp_path_factory):
     assert killed.poll() is None, "the run ended before the kill"
     killed.kill()  # SIGKILL: no handler runs
     killed.wait()
-    outputs["resumed"] = finish(start(root / "killed", STEPS, 2, cache))
+    outputs["resumed"] = finish(start(root / "killed", STEPS, 2))
     return root, outputs
 
 
