@@ -12,9 +12,9 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 
-from benchmarks.bench import Case, prepare_case
-from benchmarks.interleave import time_interleaved
 from genart_jax import cpu_tuning
+from genart_jax.bench.harness import Case, prepare_case
+from genart_jax.bench.interleave import time_interleaved
 from genart_jax.config import DTYPES, load_config
 from genart_jax.models import resample_conv as rc
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import jax
 
-from benchmarks.bench import Case, lower_step, prepare_case, prepare_peers
-from benchmarks.interleave import Timed, time_interleaved
 from genart_jax import cpu_convolutions, cpu_tuning
+from genart_jax.bench.harness import Case, lower_step, prepare_case, prepare_peers
+from genart_jax.bench.interleave import Timed, time_interleaved
 from genart_jax.config import DTYPES, load_config
 from genart_jax.models import resample_conv as rc
 from genart_jax.models.dcgan import num_stages

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jax
 
-from benchmarks import bench
+from genart_jax.bench import harness as bench
 from genart_jax.config import load_config
 from genart_jax.flops import count_jaxpr, without_dead_code
 from genart_jax.train.programs import step_and_arguments

@@ -57,7 +57,8 @@ def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train a model from a config",
                        epilog=f"Any config value can be set with {USAGE_OVERRIDES}.")
     t.add_argument("--config", default=None,
-                   help="recipe file or name in configs/ (default: dcgan_digits)")
+                   help="a recipe's name (genart_jax/configs/) or a .py file with get_config() "
+                        "(default: dcgan_digits)")
     t.add_argument("--workdir", default=None, help="output folder (default: runs/CONFIG_NAME)")
     t.add_argument("--steps", type=int, default=None, help="same as --config.train.steps")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -71,7 +72,7 @@ def _add_train(sub) -> None:
 
 
 def _train(args, overrides: dict[str, str]) -> int:
-    from genart_jax.config import load_config, resolve_config_path
+    from genart_jax.config import DEFAULT_CONFIG, load_config
     from genart_jax.parallel import maybe_initialize_distributed
     from genart_jax.train import train_and_evaluate
 
@@ -79,7 +80,7 @@ def _train(args, overrides: dict[str, str]) -> int:
     if args.steps is not None:
         overrides = {**overrides, "train.steps": str(args.steps)}
     cfg = load_config(args.config, overrides)
-    workdir = args.workdir or str(Path("runs") / resolve_config_path(args.config).stem)
+    workdir = args.workdir or str(Path("runs") / Path(args.config or DEFAULT_CONFIG).stem)
     try:
         train_and_evaluate(cfg, workdir, progress=not args.no_progress,
                            resume=not args.no_resume)
@@ -737,7 +738,7 @@ def _add_bench(sub) -> None:
 def _bench(args) -> int:
     import jax
 
-    from benchmarks.bench import run
+    from genart_jax.bench.harness import run
     from genart_jax.config import DTYPES
 
     def ints(text):

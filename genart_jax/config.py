@@ -1,15 +1,17 @@
 """Configs: one schema with defaults, python recipe files, and validated `KEY=VALUE` overrides.
 
-A recipe file in `configs/` defines `get_config()` that starts from `base_config()`, or from
-another recipe through `recipe(NAME)`, and sets values. Every config that reaches training is
-checked against the schema: an unknown key or a value of the wrong type is a `ConfigError` that
-names the key and the closest valid one.
+A recipe module in `genart_jax/configs/` (or a user's own file) defines `get_config()` that
+starts from `base_config()`, or from another recipe through `recipe(NAME)`, and sets values.
+Every config that reaches training is checked against the schema: an unknown key or a value of
+the wrong type is a `ConfigError` that names the key and the closest valid one.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import importlib
+import importlib.resources
 import importlib.util
 import json
 from collections.abc import Iterable, Mapping
@@ -18,7 +20,7 @@ from typing import Any
 
 import ml_collections
 
-REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+RECIPES_PACKAGE = "genart_jax.configs"
 DEFAULT_CONFIG = "dcgan_digits"
 
 
@@ -313,33 +315,35 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
 # files and overrides
 
 
-def resolve_config_path(name_or_path: str | None) -> Path:
-    """A path to a recipe file, or a recipe name looked up in the repository's `configs/`."""
-    if not name_or_path:
-        name_or_path = DEFAULT_CONFIG
-    p = Path(name_or_path)
-    if p.suffix == ".py" and p.is_file():
-        return p
-    candidate = REPO_CONFIG_DIR / f"{p.stem}.py"
-    if candidate.is_file():
-        return candidate
-    known = sorted(q.stem for q in REPO_CONFIG_DIR.glob("*.py")) if REPO_CONFIG_DIR.is_dir() else []
-    raise ConfigError(
-        f"config '{name_or_path}' not found: give a path to a .py file with get_config(), "
-        f"or one of {known}"
-    )
+def recipe_names() -> list[str]:
+    """The recipes shipped in the package (`genart_jax/configs/*.py`), sorted."""
+    files = importlib.resources.files(RECIPES_PACKAGE).iterdir()
+    return sorted(f.name[:-3] for f in files
+                  if f.name.endswith(".py") and not f.name.startswith("_"))
 
 
 def recipe(name_or_path: str | None = None) -> ml_collections.ConfigDict:
-    """A recipe's `get_config()` (a name in `configs/` or a path), unvalidated and unlocked: what
-    one recipe builds on another with (`c = recipe("dcgan_digits"); c.model.num_classes = 10`),
-    since a recipe file is loaded by path and cannot import its siblings."""
-    path = resolve_config_path(name_or_path)
-    spec = importlib.util.spec_from_file_location(f"genart_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """A recipe's `get_config()` (a shipped recipe's name, or a path to a .py file), unvalidated
+    and unlocked: what one recipe builds on another with (`c = recipe("dcgan_digits");
+    c.model.num_classes = 10`)."""
+    name_or_path = name_or_path or DEFAULT_CONFIG
+    path = Path(name_or_path)
+    if path.suffix == ".py" and path.is_file():
+        spec = importlib.util.spec_from_file_location(f"genart_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        where = str(path)
+    elif path.stem in recipe_names():
+        # `configs/dcgan_digits.py` (the old place) still names the shipped recipe
+        module = importlib.import_module(f"{RECIPES_PACKAGE}.{path.stem}")
+        where = f"recipe '{path.stem}'"
+    else:
+        raise ConfigError(
+            f"config '{name_or_path}' not found: give a path to a .py file with get_config(), "
+            f"or one of {recipe_names()}"
+        )
     if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path} defines no get_config()")
+        raise ConfigError(f"{where} defines no get_config()")
     return module.get_config()
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from benchmarks.interleave import Timed, time_interleaved
 from genart_jax import cli, host_memory
+from genart_jax.bench.interleave import Timed, time_interleaved
 from genart_jax.config import load_config
 
 
@@ -28,7 +28,7 @@ def test_matmul_peak_times_the_float32_accumulating_bfloat16_product_too():
     import jax.numpy as jnp
     import numpy as np
 
-    from benchmarks.bench import matmul_forms
+    from genart_jax.bench.harness import matmul_forms
 
     x = np.arange(16, dtype=np.float32).reshape(4, 4) / 8
     assert len(matmul_forms("float32")) == 1

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import bench
-from benchmarks.interleave import Timed, time_interleaved
+from genart_jax.bench import harness as bench
+from genart_jax.bench.interleave import Timed, time_interleaved
 from genart_jax.config import apply_overrides, load_config
 from genart_jax.train.vae import build_model
 
@@ -23,7 +23,7 @@ def _genart_params(cfg) -> int:
                                             "model.vae_width": "4", "data.channels": "1"}])
 def test_torch_vae_has_genart_conv_vae_parameter_count(overrides):
     pytest.importorskip("torch")
-    from benchmarks.peers import torch_vae
+    from genart_jax.bench.peers import torch_vae
 
     cfg = apply_overrides(load_config("bench_convvae32"), overrides)
     _, kwargs = bench.peer_for(cfg)
@@ -35,7 +35,7 @@ def test_torch_vae_has_genart_conv_vae_parameter_count(overrides):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_torch_vae_times_a_step_at_a_tiny_size(dtype):
     pytest.importorskip("torch")
-    from benchmarks.peers import torch_vae
+    from genart_jax.bench.peers import torch_vae
 
     step = torch_vae.make_step(batch=4, size=8, channels=1, latent=4, width=4, dtype=dtype)
     timed = Timed("peer", step)
@@ -46,8 +46,8 @@ def test_torch_vae_times_a_step_at_a_tiny_size(dtype):
 
 def test_torch_dcgan_runs_its_convolutions_in_bfloat16_under_autocast():
     torch = pytest.importorskip("torch")
-    from benchmarks.peers import torch_dcgan
-    from benchmarks.peers.timing import autocast
+    from genart_jax.bench.peers import torch_dcgan
+    from genart_jax.bench.peers.timing import autocast
 
     g, d, _, _ = torch_dcgan.build(size=32)
     with autocast("bfloat16"):
@@ -65,7 +65,7 @@ def test_torch_dcgan_runs_its_convolutions_in_bfloat16_under_autocast():
 
 def test_peers_run_on_the_gpu_only_beside_a_jax_gpu_run(monkeypatch):
     torch = pytest.importorskip("torch")
-    from benchmarks.peers.timing import peer_device, peer_info
+    from genart_jax.bench.peers.timing import peer_device, peer_info
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert peer_device("cpu") == peer_device("gpu") == "cpu"  # no CUDA for PyTorch: on the CPU

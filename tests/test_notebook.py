@@ -1,14 +1,13 @@
 """The Colab quickstart notebook runs top to bottom on CPU (tiny step count)."""
 
 import os
+from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from genart_jax.config import REPO_CONFIG_DIR
-
-NOTEBOOK = REPO_CONFIG_DIR.parent / "notebooks" / "colab_tpu_quickstart.ipynb"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "colab_tpu_quickstart.ipynb"
 
 
 @pytest.mark.slow

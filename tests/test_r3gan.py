@@ -339,8 +339,8 @@ def test_bfloat16_steps_are_finite():
 def test_torch_peer_has_the_parameter_count_of_the_bench_model():
     torch = pytest.importorskip("torch")
     del torch
-    from benchmarks import bench
-    from benchmarks.peers import torch_r3gan
+    from genart_jax.bench import harness as bench
+    from genart_jax.bench.peers import torch_r3gan
 
     cfg = load_config("bench_r3gan64", {"model.r3gan_widths": "(16, 16, 8)",
                                         "model.r3gan_blocks": "(1, 2, 1)",

@@ -3,7 +3,7 @@ network (stage widths 768 .. 96, two blocks per stage, groups of 16 channels, ex
 R1 + R2 gamma 150 (the paper's starting value, here held constant: no gamma/lr schedule),
 Adam (0, 0.99), EMA, bfloat16 compute and adaptive augmentation. A GPU recipe:
 
-    genart train --config configs/r3gan_folder256.py --config.data.name=NAME
+    genart train --config r3gan_folder256 --config.data.name=NAME
 
 Throughput on one GPU (synthetic data): see the closing note of issue 18; not measured here.
 """

@@ -36,11 +36,11 @@ def make_step(batch: int = 128, compile_model: bool = False, size: int = 32, nz:
     """One train step of the PyTorch DCGAN on `device` ("cpu" or "cuda"), as a callable that
     returns when the step's work is done (the model built and, with `compile_model`, compiled
     on its first call); with dtype "bfloat16" the forward passes run under `torch.autocast`
-    (`benchmarks.peers.timing.autocast`)."""
+    (`genart_jax.bench.peers.timing.autocast`)."""
     import torch
     from torch.nn import functional as F
 
-    from benchmarks.peers.timing import autocast, finish
+    from genart_jax.bench.peers.timing import autocast, finish
 
     torch.manual_seed(0)
     g, d, opt_g, opt_d = build(nz=nz, size=size)

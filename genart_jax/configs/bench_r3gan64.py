@@ -1,7 +1,7 @@
 """Benchmark recipe: R3GAN at 64x64x3 (stages 4..64 px of 128, 128, 128, 64, 32 channels, one
 block each, expansion 2, groups of 16), relativistic pairing loss with R1 and R2 (gamma 0.1),
 Adam (0, 0.99), batch 32, no augmentation; its PyTorch eager peer is
-benchmarks/peers/torch_r3gan.py (same layers, parameter count and losses).
+genart_jax/bench/peers/torch_r3gan.py (same layers, parameter count and losses).
 
     genart bench --configs bench_r3gan64 --devices 1 --out benchmarks/results/cpu-2core-r3gan64
 """

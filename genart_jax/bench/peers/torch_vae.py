@@ -84,10 +84,10 @@ def make_step(batch: int = 128, compile_model: bool = False, size: int = 32, cha
     """One train step of the PyTorch conv VAE on `device` ("cpu" or "cuda"), as a callable
     that returns when the step's work is done (the model built and, with `compile_model`,
     compiled on its first call); with dtype "bfloat16" the forward pass runs under
-    `torch.autocast` (`benchmarks.peers.timing.autocast`)."""
+    `torch.autocast` (`genart_jax.bench.peers.timing.autocast`)."""
     import torch
 
-    from benchmarks.peers.timing import autocast, finish
+    from genart_jax.bench.peers.timing import autocast, finish
 
     torch.manual_seed(0)
     model = build(size=size, channels=channels, latent=latent, width=width).to(device)

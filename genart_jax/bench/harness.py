@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.interleave import Timed, time_interleaved
 from genart_jax import cpu_convolutions, host_memory
+from genart_jax.bench.interleave import Timed, time_interleaved
 from genart_jax.config import apply_overrides, load_config
 from genart_jax.models import resample_conv
 from genart_jax.train import programs
@@ -188,7 +188,7 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
         ks: list[int], batches: list[int] | None, steps: int, warmup: int, peers: bool,
         out: Path, rounds: int = 4, xla_flops: bool = True) -> dict[str, Any]:
     """Every case of each config, and its PyTorch peers, timed interleaved in `rounds` rounds
-    (`benchmarks.interleave`); writes results.json, results.md and plots into `out`.
+    (`genart_jax.bench.interleave`); writes results.json, results.md and plots into `out`.
     `xla_flops`: also take XLA:CPU's count of each step (one more compile per config and
     dtype)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -289,9 +289,9 @@ def prepare_peers(name: str, batches: list[int] | None, warmup: int,
     if peer is None:
         print(f"no PyTorch peer for {name} ({cfg.model.family}/{cfg.model.arch})")
         return []
-    from benchmarks.peers.timing import peer_device, peer_info
+    from genart_jax.bench.peers.timing import peer_device, peer_info
 
-    module = importlib.import_module(f"benchmarks.peers.{peer[0]}")
+    module = importlib.import_module(f"genart_jax.bench.peers.{peer[0]}")
     device = peer_device(jax.default_backend())
     prepared = []
     for dt, b, compile_model in itertools.product(dtypes, batches or [cfg.train.batch_size],

@@ -1,7 +1,7 @@
 """Default recipe: DCGAN on the embedded digits (scikit-learn's 1797 8x8 digits, shown at 32x32).
 
     genart train                       # this config; about 3 minutes on 2 CPU cores
-    genart train --config configs/dcgan_digits.py --config.train.steps=500
+    genart train --config dcgan_digits --config.train.steps=500
 
 Expect recognisable digits in runs/dcgan_digits/samples/final.png.
 """

@@ -2,7 +2,8 @@
 encoder stages 32/64/128 channels, k4 s2 p1, LeakyReLU 0.2; latent 128; decoder Dense ->
 4x4x128 then k4 s2 p1 transposed convs with bias, ReLU), discretised Gaussian likelihood with a
 learned per-pixel log-scale, batch 128, Adam 1e-3 / (0.9, 0.999), float32. `genart bench`
-times it on synthetic batches of this shape; the PyTorch peer is benchmarks/peers/torch_vae.py.
+times it on synthetic batches of this shape; the PyTorch peer is
+genart_jax/bench/peers/torch_vae.py.
 
     genart bench --configs bench_convvae32 --out benchmarks/results/cpu-convvae
 """

@@ -1,5 +1,5 @@
 """What a PyTorch peer row records about the peer itself (the timing is `genart bench`'s own,
-interleaved with genart_jax's cases; see `benchmarks.interleave`)."""
+interleaved with genart_jax's cases; see `genart_jax.bench.interleave`)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 paper-informed settings: relativistic pairing loss, R1 + R2 (gamma 1), Adam (0, 0.99), EMA, and
 adaptive augmentation toward r_t = 0.6 (ADA's 500 kimg speed), for 3,000-10,000 images.
 
-    genart train --config configs/r3gan_folder64.py --config.data.name=NAME
+    genart train --config r3gan_folder64 --config.data.name=NAME
 
 A GPU recipe (about 21M parameters per network); on 2 CPU cores a step takes seconds. Not yet
 measured for quality here: no folder data set was trained to convergence in this change.

@@ -1,7 +1,7 @@
 """The origin document's MLP GAN (Dense 128-256-512-1024-784 / 1024-512-256-1, LeakyReLU 0.01,
 RMSprop lr 1e-4) on the embedded digits at 28x28x1.
 
-    genart train --config configs/gan_mlp_digits.py
+    genart train --config gan_mlp_digits
 """
 
 from genart_jax.config import base_config

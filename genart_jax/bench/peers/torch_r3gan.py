@@ -132,7 +132,7 @@ def make_step(batch: int = 32, compile_model: bool = False, size: int = 64, nz: 
     import torch
     from torch.nn import functional as F
 
-    from benchmarks.peers.timing import autocast, finish
+    from genart_jax.bench.peers.timing import autocast, finish
 
     torch.manual_seed(0)
     g, d = build(widths, blocks, expansion, group_size, nz, channels)

@@ -1,7 +1,7 @@
 """MLP VAE (the origin document's encoder -> (mu, log sigma^2) -> decoder) on the embedded
 digits at 28x28x1, Bernoulli likelihood on dynamically binarised pixels.
 
-    genart train --config configs/vae_digits.py
+    genart train --config vae_digits
     genart eval --workdir runs/vae_digits          # -ELBO and IWAE(K=100) on the test split
 """
 

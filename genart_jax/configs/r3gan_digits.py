@@ -1,8 +1,8 @@
 """R3GAN (BN-free residual G and D, relativistic pairing loss, R1 + R2, adaptive augmentation)
 on the embedded digits (scikit-learn's 1797 8x8 digits, shown at 32x32).
 
-    genart train --config configs/r3gan_digits.py
-    genart train --config configs/r3gan_digits.py --config.train.steps=200   # a quick look
+    genart train --config r3gan_digits
+    genart train --config r3gan_digits --config.train.steps=200   # a quick look
 
 On 2 CPU cores a step takes about 2.2 s (`python -m benchmarks.r3gan_step`), so the 2000 steps
 take over an hour there: this recipe is for checking the model, a GPU is for training it.
