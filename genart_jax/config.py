@@ -74,7 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.d_steps = 1
     c.train.g_steps = 1
     c.train.g_loss = "non_saturating"  # "non_saturating" | "saturating"
-    c.train.gan_loss = "minimax"  # "minimax" (then g_loss) | "relativistic" (pairing loss)
+    c.train.gan_loss = "minimax"  # in losses.GAN_LOSSES: minimax (then g_loss), relativistic, hinge
     c.train.r1_gamma = 0.0  # weight of the R1 penalty (D's input gradient on real data)
     c.train.r2_gamma = 0.0  # weight of the R2 penalty (on generated data)
     c.train.penalty_every = 1  # lazy R1/R2: every N iterations, weighted by N
@@ -229,7 +229,6 @@ _CHOICES = {
     "optimizer.name": ("adam", "rmsprop"),
     "model.dtype": DTYPES,
     "train.g_loss": ("non_saturating", "saturating"),
-    "train.gan_loss": ("minimax", "relativistic"),
     "augment.ada": ("", "adaptive", "fixed"),
     "train.driver": ("shard_map", "pmap"),
     "train.nonfinite": ("stop", "skip"),
@@ -253,6 +252,11 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"config key '{key}' is {flat[key]!r}; choose one of {choices}")
+    from genart_jax.losses import GAN_LOSSES  # the registry: each objective once, by name
+
+    if flat["train.gan_loss"] not in GAN_LOSSES:
+        raise ConfigError(f"config key 'train.gan_loss' is {flat['train.gan_loss']!r}; choose one "
+                          f"of {tuple(GAN_LOSSES)}")
     for key in _POSITIVE:
         if flat[key] <= 0:
             raise ConfigError(f"config key '{key}' must be positive, got {flat[key]}")

@@ -1,5 +1,11 @@
 """GAN objectives (Goodfellow et al. 2014; the relativistic pairing loss and the R1/R2 gradient
-penalties of R3GAN), from discriminator logits, numerically stable.
+penalties of R3GAN; the hinge loss of SNGAN and BigGAN), from discriminator logits, numerically
+stable, and the ELBO's pieces.
+
+Each adversarial objective is registered once, by name, in `GAN_LOSSES` (`register_gan_loss`):
+its D and G terms and what its logits mean. `train.gan_loss` is validated against that registry
+and the GAN step looks its terms up there, so a new loss is its two functions, one
+`register_gan_loss(...)` call below and a test.
 
 With D(x) = sigmoid(l(x)):  log D = log_sigmoid(l) and log(1 - D) = log_sigmoid(-l), which stay
 finite for any logit. Every function reduces with an explicit mean over the batch axis and
@@ -8,6 +14,7 @@ returns a float32 scalar.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -51,9 +58,6 @@ def generator_loss(fake_logits: jax.Array, kind: str = "non_saturating") -> jax.
     raise ValueError(f"unknown generator loss {kind!r}; choose one of {GENERATOR_LOSSES}")
 
 
-GAN_LOSSES = ("minimax", "relativistic")
-
-
 def _paired(real_logits: jax.Array, fake_logits: jax.Array) -> tuple[jax.Array, jax.Array]:
     real = _logits(real_logits, "real_logits")
     fake = _logits(fake_logits, "fake_logits")
@@ -74,6 +78,70 @@ def relativistic_g_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.A
     """The generator's side of the pairing loss: E[softplus(-(D(G(z_i)) - D(x_i)))]."""
     real, fake = _paired(real_logits, fake_logits)
     return jnp.mean(jax.nn.softplus(real - fake))
+
+
+def hinge_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """The discriminator's hinge loss (Lim & Ye 2017; SNGAN, Miyato et al. 2018, eq. 16; BigGAN):
+    E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]."""
+    real = _logits(real_logits, "real_logits")
+    fake = _logits(fake_logits, "fake_logits")
+    return jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake))
+
+
+def hinge_g_loss(fake_logits: jax.Array) -> jax.Array:
+    """The generator's side of the hinge loss: -E[D(G(z))]."""
+    return -jnp.mean(_logits(fake_logits, "fake_logits"))
+
+
+@dataclasses.dataclass(frozen=True)
+class GANLoss:
+    """One adversarial objective on D's logits.
+
+    `d_loss(real_logits, fake_logits)`; `g_loss(real_logits, fake_logits, g_kind)`, where
+    `real_logits` is None unless `g_uses_real` (then D's logits on this iteration's real batch,
+    their gradient stopped by the caller) and `g_kind` is `train.g_loss`. `paired_ada`: ADA's
+    overfitting signal is taken on real-minus-fake pairs, for logits without a fixed zero.
+    `logits`: what D's logits mean, for the docs and the metrics' reader."""
+    name: str
+    d_loss: Callable[[jax.Array, jax.Array], jax.Array]
+    g_loss: Callable[[jax.Array | None, jax.Array, str], jax.Array]
+    g_uses_real: bool = False
+    paired_ada: bool = False
+    logits: str = ""
+
+
+GAN_LOSSES: dict[str, GANLoss] = {}
+
+
+def register_gan_loss(loss: GANLoss) -> GANLoss:
+    """Add an objective to `GAN_LOSSES` under its name (once)."""
+    if loss.name in GAN_LOSSES:
+        raise ValueError(f"GAN loss {loss.name!r} is registered already")
+    GAN_LOSSES[loss.name] = loss
+    return loss
+
+
+def gan_loss(name: str) -> GANLoss:
+    """The registered objective `name`, or a ValueError listing the registered ones."""
+    if name not in GAN_LOSSES:
+        raise ValueError(f"unknown GAN loss {name!r}; choose one of {tuple(GAN_LOSSES)}")
+    return GAN_LOSSES[name]
+
+
+register_gan_loss(GANLoss(
+    "minimax", d_loss=discriminator_loss,
+    g_loss=lambda real_logits, fake_logits, kind: generator_loss(fake_logits, kind),
+    logits="log-odds that the image is real: d_real and d_fake are mean sigmoids, 0.5 at "
+           "equilibrium"))
+register_gan_loss(GANLoss(
+    "relativistic", d_loss=relativistic_d_loss,
+    g_loss=lambda real_logits, fake_logits, kind: relativistic_g_loss(real_logits, fake_logits),
+    g_uses_real=True, paired_ada=True,
+    logits="only differences real - fake carry meaning (no fixed zero): read d_real - d_fake"))
+register_gan_loss(GANLoss(
+    "hinge", d_loss=hinge_d_loss,
+    g_loss=lambda real_logits, fake_logits, kind: hinge_g_loss(fake_logits),
+    logits="margins: D wants real >= 1 and fake <= -1; sigmoid(logit) > 0.5 still means 'real'"))
 
 
 def squared_input_gradient(logits_fn: Callable, x: jax.Array, has_aux: bool = False

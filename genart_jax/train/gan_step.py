@@ -123,16 +123,16 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
     `flip` flips real images at random; `ada` ("adaptive" or "fixed") applies
     `genart_jax.augment.ada_augment` with probability `state.ada_p`, which "adaptive" steers
     toward E[sign(D(real))] = `ada_target`.
-    `gan_loss`: "minimax" (D's cross-entropy, G's `g_loss`) or "relativistic" (the pairing
-    loss). `r1_gamma`/`r2_gamma` add gamma / 2 * E||grad_x D||^2 on real / generated images
+    `gan_loss`: a name in `losses.GAN_LOSSES` ("minimax": D's cross-entropy and G's `g_loss`;
+    "relativistic": the pairing loss; "hinge"). `r1_gamma`/`r2_gamma` add
+    gamma / 2 * E||grad_x D||^2 on real / generated images
     (gradients of D through the augmentation, at the un-augmented image, as R3GAN's code),
     every `penalty_every` iterations weighted by `penalty_every` (lazy, as StyleGAN2); the
     metrics `r1`/`r2` are 0 on iterations without them.
     """
     if g_loss not in losses.GENERATOR_LOSSES:
         raise ValueError(f"unknown generator loss {g_loss!r}")
-    if gan_loss not in losses.GAN_LOSSES:
-        raise ValueError(f"unknown GAN loss {gan_loss!r}; choose one of {losses.GAN_LOSSES}")
+    objective = losses.gan_loss(gan_loss)
     if ada not in ("", "adaptive", "fixed"):
         raise ValueError(f"unknown ada mode {ada!r}; choose '', 'adaptive' or 'fixed'")
     penalised = r1_gamma > 0 or r2_gamma > 0
@@ -165,11 +165,6 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
         logits, sq, stats = losses.squared_input_gradient(fn, x, has_aux=True)
         return logits, jnp.mean(sq), stats
 
-    def adversarial_d_loss(real_logits, fake_logits):
-        if gan_loss == "relativistic":
-            return losses.relativistic_d_loss(real_logits, fake_logits)
-        return losses.discriminator_loss(real_logits, fake_logits)
-
     def d_loss_terms(d_params, d_stats, real, real_y, fake, fake_y, key, p, with_penalty):
         """D's loss = adversarial + lazy-weighted gamma / 2 * (R1, R2), and its parts."""
         real_logits, r1, stats = logits_and_penalty(
@@ -178,7 +173,7 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
         fake_logits, r2, stats = logits_and_penalty(
             d_params, stats, fake, fake_y, named_key(key, "augment_fake"), False, p,
             with_penalty and r2_gamma > 0)
-        adversarial = adversarial_d_loss(real_logits, fake_logits)
+        adversarial = objective.d_loss(real_logits, fake_logits)
         weight = 0.5 * penalty_every
         loss = adversarial + weight * (r1_gamma * r1 + r2_gamma * r2)
         return loss, {"stats": stats, "real_logits": real_logits, "fake_logits": fake_logits,
@@ -213,15 +208,16 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
         return d_params, aux["stats"], d_opt, metrics, (aux["real_logits"], aux["fake_logits"])
 
     def g_loss_terms(d_params, d_stats, fake, fake_y, real, real_y, key, p):
-        """G's loss on the (augmented) fakes; the relativistic loss pairs them with D's logits
-        on this iteration's last real batch, whose gradient does not reach G."""
+        """G's loss on the (augmented) fakes; a loss whose G term pairs them with D's logits
+        (`g_uses_real`: the relativistic one) sees this iteration's last real batch, whose
+        gradient does not reach G."""
         fake_logits, _ = d_view(d_params, d_stats, fake, fake_y, named_key(key, "augment_fake"),
                                 False, p)  # G learns through the augmentation
-        if gan_loss == "minimax":
-            return losses.generator_loss(fake_logits, g_loss)
+        if not objective.g_uses_real:
+            return objective.g_loss(None, fake_logits, g_loss)
         real_logits, _ = d_view(d_params, d_stats, real, real_y, named_key(key, "augment_real"),
                                 True, p)
-        return losses.relativistic_g_loss(lax.stop_gradient(real_logits), fake_logits)
+        return objective.g_loss(lax.stop_gradient(real_logits), fake_logits, g_loss)
 
     def g_update(g_params, g_opt, g_vjp, d_params, d_stats, fake, fake_y, real, real_y, key, p):
         """One generator step through the linearised forward `g_vjp` of `fake`."""
@@ -239,7 +235,7 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module,
             return p, {}
         real_logits, fake_logits = logits
         r_t = pmean(overfitting_signal(
-            real_logits, fake_logits if gan_loss == "relativistic" else None))
+            real_logits, fake_logits if objective.paired_ada else None))
         new_p = ada_adjust(p, r_t, target=ada_target, images=global_batch * d_steps,
                            kimg=ada_kimg, p_max=ada_p_max)
         return new_p, {"ada_rt": r_t}
