@@ -92,12 +92,6 @@ def save(workdir: str | Path, step: int, state: PyTree, meta: dict[str, Any]) ->
         ckpt.close()
 
 
-def restore_meta(workdir: str | Path, step: int) -> dict[str, Any]:
-    """The JSON record (config, data position) saved with checkpoint `step`."""
-    with manager(workdir) as mngr:
-        return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
-
 def latest_step(workdir: str | Path) -> int | None:
     if not checkpoint_dir(workdir).is_dir():
         return None

@@ -87,12 +87,9 @@ def _jaxlib_version() -> tuple[int, int] | None:
 
 
 def _backends_exist() -> bool:
-    try:
-        from jax._src import xla_bridge
-    except ImportError:
-        return False
-    check = getattr(xla_bridge, "backends_are_initialized", None)
-    return bool(check()) if check else False
+    from genart_jax.jax_compat import backends_are_initialized
+
+    return backends_are_initialized()
 
 
 def _cpu_only() -> bool:

@@ -176,10 +176,9 @@ def count_jaxpr(jaxpr: Any, platform: str = "cuda") -> FlopCount:
 def without_dead_code(jaxpr: Any) -> Any:
     """The open jaxpr with what no output needs removed, as XLA removes it: e.g. the input
     gradient a custom VJP computes for a first layer whose input is data."""
-    from jax._src.interpreters import partial_eval as pe  # no public DCE in jax 0.10-0.12
+    from genart_jax.jax_compat import dce_jaxpr  # no public DCE in jax 0.10-0.12
 
-    open_jaxpr = _jaxpr(jaxpr)
-    return pe.dce_jaxpr(open_jaxpr, [True] * len(open_jaxpr.outvars), instantiate=True)[0]
+    return dce_jaxpr(_jaxpr(jaxpr))
 
 
 def count_fn(fn: Callable[..., Any], *args: Any, platform: str = "cuda") -> FlopCount:

@@ -127,18 +127,18 @@ PREEMPTION_NOTICE_KEY = "RECEIVED_PREEMPTION_NOTICE"
 
 def _distributed_client() -> Any | None:
     """JAX's coordination-service client of a multi-process run, or None (no public API)."""
-    from jax._src import distributed
+    from genart_jax.jax_compat import distributed_client
 
-    return distributed.global_state.client
+    return distributed_client()
 
 
 def preemption_sync_available() -> bool:
     """Whether this multi-process run has JAX's preemption sync manager (on by default,
     `jax_enable_preemption_service`)."""
-    from jax._src import distributed
+    from genart_jax.jax_compat import preemption_sync_manager
 
     return (jax.process_count() > 1 and _distributed_client() is not None
-            and distributed.global_state.preemption_sync_manager is not None)
+            and preemption_sync_manager() is not None)
 
 
 def announce_preemption(signum: int = 15) -> bool:
@@ -256,16 +256,12 @@ class ShardMapDriver:
         return self._step(state, batch)
 
     def put_dataset(self, arrays: PyTree) -> PyTree:
-        """A whole (small) dataset, replicated on every device, for `gather_batch`."""
+        """A whole (small) dataset, replicated on every device, for `gather_placed`."""
         return self.put_state(arrays)
 
-    def gather_batch(self, dataset: PyTree, local_batch: PyTree) -> PyTree:
-        """{"image": indices (group, local_batch), "label": ...} -> the sharded global batch,
-        images gathered on the devices from the resident `dataset`."""
-        return self.gather_placed(dataset, self.put_batch(local_batch))
-
     def gather_placed(self, dataset: PyTree, batch: PyTree) -> PyTree:
-        """`gather_batch` of a batch of indices that `put_batch` already placed."""
+        """{"image": indices (group, local_batch), "label": ...}, placed by `put_batch` -> the
+        sharded global batch, images gathered on the devices from the resident `dataset`."""
         if self._gather is None:
             self._gather = jax.jit(lambda data, idx: data[idx],
                                    out_shardings=self.batch_sharding)

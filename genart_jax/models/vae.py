@@ -100,9 +100,6 @@ class VAE(nn.Module):
             out = self.dec_out_dense(h).reshape(z.shape[0], *self.image_shape)
         return out.astype(jnp.float32)
 
-    def pixel_log_scale(self) -> jnp.ndarray | None:
-        return self.log_scale if self.learned_scale else None
-
     def __call__(self, x: jnp.ndarray, y: jnp.ndarray | None = None):
         """Initialisation path: touches every parameter. Returns (mu, logvar, decoded mean)."""
         mu, logvar = self.encode(x, y)
