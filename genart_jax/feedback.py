@@ -463,7 +463,7 @@ def distill(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree, dist:
     would. The student is trained with batch statistics, as the EMA sampler recalibrates them.
     """
     from genart_jax.models import build_gan
-    from genart_jax.train.gan_step import apply_train
+    from genart_jax.train.step_common import apply_train
 
     generator, _ = build_gan(cfg.model, cfg.data, axis_name=None)
     teacher_vars = {"params": params, **({"batch_stats": stats} if stats else {})}

@@ -237,7 +237,7 @@ def test_generator_update_uses_the_fake_labels_of_its_forward():
     """g_loss equals the loss of D (after its update) on G(z, y) with the documented draws:
     z from named_key(step key, "latent", 0), y uniform from named_key(step key, "fake_label",
     0), per example index."""
-    from genart_jax.train.gan_step import named_key
+    from genart_jax.train.step_common import named_key
 
     cfg = cond_config("mlp")
     batch = make_batches(cfg)[0]

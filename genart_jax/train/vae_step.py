@@ -16,8 +16,8 @@ from jax import lax
 
 from genart_jax import losses
 from genart_jax.data.convert import to_model_range
-from genart_jax.train.gan_step import example_keys, guard_nonfinite
 from genart_jax.train.state import VAEState
+from genart_jax.train.step_common import example_keys, guard_nonfinite
 
 PyTree = Any
 
