@@ -1,7 +1,7 @@
 """Whole train steps under each choice of convolution forms (`genart_jax.models.resample_conv`),
-timed interleaved: the forms `resample_conv` picks, XLA's own forms everywhere, and the
-CPU forms everywhere (no size threshold: the stride-1 forms, and in bfloat16 the matmul forms).
-It checks `CPU_FORMS_MIN_FLOPS` on a config.
+timed interleaved: the forms `resample_conv` picks, XLA's own forms everywhere
+(`model.conv_forms=xla`), and the CPU forms everywhere (no size threshold: the stride-1 forms,
+and in bfloat16 the matmul forms). It checks `CPU_FORMS_MIN_FLOPS` on a config.
 
     python -m benchmarks.conv_forms --config dcgan_digits [--dtype bfloat16]
 """
@@ -29,8 +29,10 @@ def _cpu_forms_everywhere() -> Iterator[None]:
         rc.CPU_FORMS_MIN_FLOPS, rc.CPU_MATMUL_FORMS_MIN_FLOPS = before
 
 
-CHOICES = {"picked": contextlib.nullcontext, "xla": rc.xla_forms,
-           "cpu_forms": _cpu_forms_everywhere}
+# name: (context the step is traced in, config overrides)
+CHOICES = {"picked": (contextlib.nullcontext, {}),
+           "xla": (contextlib.nullcontext, {"model.conv_forms": "xla"}),
+           "cpu_forms": (_cpu_forms_everywhere, {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     cpu_tuning.tune_for_cpu()  # as the CLI does, before JAX starts
     batch = load_config(args.config).train.batch_size
     timed = []
-    for name, forms in CHOICES.items():
+    for name, (forms, overrides) in CHOICES.items():
         with forms():  # the forms are fixed when the step is traced, in its first call
             t, _ = prepare_case(Case(args.config, 1, "shard_map", args.dtype, 1, batch),
-                                args.warmup)
+                                args.warmup, overrides)
         t.name = name
         timed.append(t)
     time_interleaved(timed, args.steps, args.rounds)

@@ -69,10 +69,10 @@ def pass_counts(cfg) -> collections.Counter:
     calls = itertools.count()
 
     def scoped(name):
-        def run(a, b):
+        def run(a, b, *forms):
             pair = "_".join(map(str, _pair_of(name, a, b)))
             with jax.named_scope(f"k4s2_{name}_{pair}_{next(calls)}"):
-                return originals[name](a, b)
+                return originals[name](a, b, *forms)
         return run
 
     try:

@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.r3gan_group_size = 16  # r3gan: channels per group of the grouped convolution
     c.model.r3gan_embed_dim = 64  # r3gan, conditional: class embedding width
     c.model.dtype = "float32"  # compute dtype: "float32" | "bfloat16"; params stay float32
+    # DCGAN's and the conv VAE's k4/s2 convolutions: "auto" (each pass in the form fastest on its
+    # platform: docs/cpu_convolutions.md) | "xla" (XLA's own form of every pass everywhere)
+    c.model.conv_forms = "auto"
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"  # "digits" (embedded) or a prepared TFDS name
@@ -228,6 +231,7 @@ _CHOICES = {
     "vae.scale": ("learned", "fixed"),
     "optimizer.name": ("adam", "rmsprop"),
     "model.dtype": DTYPES,
+    "model.conv_forms": ("auto", "xla"),  # resample_conv.FORMS
     "train.g_loss": ("non_saturating", "saturating"),
     "augment.ada": ("", "adaptive", "fixed"),
     "train.driver": ("shard_map", "pmap"),
@@ -296,10 +300,6 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     for key in ("augment.ada_p", "augment.ada_target", "augment.ada_p_max"):
         if not 0.0 <= flat[key] <= 1.0:
             raise ConfigError(f"config key '{key}' must be in [0, 1], got {flat[key]}")
-    if arch == "dcgan" and (flat["train.r1_gamma"] > 0 or flat["train.r2_gamma"] > 0):
-        raise ConfigError("train.r1_gamma/r2_gamma need second derivatives of D, which DCGAN's "
-                          "custom-VJP convolutions do not give correctly yet; use "
-                          "model.arch=r3gan or mlp for R1/R2")
     if arch == "r3gan":
         from genart_jax.models.r3gan import check_schema
 

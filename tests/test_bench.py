@@ -182,7 +182,7 @@ def test_conv_forms_times_every_choice_and_restores_the_threshold(capsys):
     out = capsys.readouterr().out
     for choice in ("picked", "xla", "cpu_forms"):
         assert f"dcgan_digits bfloat16 {choice}: " in out
-    assert resample_conv.CPU_FORMS_MIN_FLOPS == 1e9 and not resample_conv._force_xla_forms
+    assert resample_conv.CPU_FORMS_MIN_FLOPS == 1e9
     assert resample_conv.CPU_MATMUL_FORMS_MIN_FLOPS == 0
 
 

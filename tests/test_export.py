@@ -5,8 +5,7 @@ asked for, no host callbacks, the state donated, no float64."""
 import jax
 import pytest
 
-from genart_jax.config import load_config
-from genart_jax.models import resample_conv
+from genart_jax.config import apply_overrides, load_config
 from genart_jax.train import abstract_state
 from genart_jax.train.programs import convolution_types, lowered_texts, program_problems
 
@@ -22,8 +21,9 @@ def test_cuda_and_tpu_programs_are_fit_for_the_accelerator(name):
     config, overrides = MODELS[name]
     cfg = load_config(config, overrides)
     texts = lowered_texts(cfg, ["cuda", "tpu", "cpu"])
-    with resample_conv.xla_forms():  # XLA's own forms everywhere: the reference
-        (reference,) = lowered_texts(cfg, ["cpu"]).values()
+    # XLA's own forms everywhere (model.conv_forms=xla): the reference
+    (reference,) = lowered_texts(apply_overrides(cfg, {"model.conv_forms": "xla"}),
+                                 ["cpu"]).values()
     want = sorted(convolution_types(reference))
     leaves = len(jax.tree.leaves(abstract_state(cfg)))
     for platform in ("cuda", "tpu"):

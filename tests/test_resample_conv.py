@@ -1,5 +1,8 @@
 """The k4/s2 convolution pair (`resample_conv`): every implementation of each pass against a
-float64 NumPy definition, and both layers' custom VJPs against autodiff of XLA's convolution."""
+float64 NumPy definition, and both layers' custom VJPs against autodiff of XLA's convolution, to
+first and second order (R1/R2)."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -140,24 +143,113 @@ def test_cpu_forms_only_for_passes_of_a_gflop():
         assert rc.kernel_grad_form(shape, cb, bf16) == "taps"
     assert rc.down_form((128, 8, 8, 128), 64, bf16) == "matmul"
     assert rc.down_form((128, 4, 4, 256), 128, bf16) == "im2col"  # no padding FLOPs
-    with rc.xla_forms():
-        assert rc.up_form((128, 8, 8, 128), 64) == "xla"
-        assert rc.down_form((128, 8, 8, 128), 64, bf16) == rc.up_form((128, 8, 8, 128), 64, bf16) \
-            == "xla"
+    assert rc.up_form((128, 8, 8, 128), 64, forms="xla") == "xla"
+    assert rc.down_form((128, 8, 8, 128), 64, bf16, forms="xla") \
+        == rc.up_form((128, 8, 8, 128), 64, bf16, forms="xla") == "xla"
+    with pytest.raises(ValueError, match="choose one of"):
+        rc.up_form((128, 8, 8, 128), 64, forms="cpu")
 
 
-def test_xla_forms_switches_the_traced_forms_and_restores_them():
+def test_xla_forms_are_a_parameter_of_each_call():
     # Abstract shapes of a 2.1 GFLOP pass (tracing computes nothing).
     s = jax.ShapeDtypeStruct((128, 8, 8, 128), jnp.float32)
     w = jax.ShapeDtypeStruct((4, 4, 64, 128), jnp.float32)
 
-    def dilated():  # XLA's own up is a convolution with a dilated input
-        # A new function each time: traces are cached per function, not per flag. The CPU
-        # lowering keeps only the CPU branch of `lax.platform_dependent`.
-        return "lhs_dilate = [2, 2]" in jax.jit(lambda a, b: rc.up(a, b)).lower(s, w).as_text()
+    def dilated(forms):  # XLA's own up is a convolution with a dilated input
+        # The CPU lowering keeps only the CPU branch of `lax.platform_dependent`.
+        text = jax.jit(lambda a, b: rc.up(a, b, forms)).lower(s, w).as_text()
+        return "lhs_dilate = [2, 2]" in text
 
-    assert not dilated()  # the CPU forms (tests run on CPU)
-    with pytest.raises(RuntimeError), rc.xla_forms():
-        assert dilated()
-        raise RuntimeError
-    assert not dilated()
+    assert not dilated("auto")  # the CPU forms (tests run on CPU)
+    assert dilated("xla")
+    assert not dilated("auto")  # nothing global changed
+    # The layers: the downsampling layer's input gradient is `up`, in the form of `forms`.
+    b = jax.ShapeDtypeStruct((128, 16, 16, 64), jnp.float32)
+
+    def vjp_dilated(forms):
+        def input_grad(x, k, ct):
+            return jax.vjp(functools.partial(rc.downsample_conv, forms=forms), x, k)[1](ct)[0]
+        return "lhs_dilate = [2, 2]" in jax.jit(input_grad).lower(b, w, s).as_text()
+
+    assert not vjp_dilated("auto") and vjp_dilated("xla")
+    with pytest.raises(ValueError, match="choose one of"):
+        rc.downsample_conv(jnp.zeros((1, 4, 4, 1)), jnp.zeros((4, 4, 1, 1)), "cpu")
+
+
+# --- second derivatives: R1/R2 differentiate the layers' backward passes ----------------------
+
+def _up_layer_xla(x, w):
+    """The upsampling layer as XLA's convolution, for JAX's autodiff."""
+    return rc.up_xla(x, jnp.swapaxes(w, 2, 3))
+
+
+def _penalty_grads(layer):
+    """d/d(w, x) of ||d/dx sum(tanh(layer(x, w))^2)||^2 + <d/dw ..., v>: a penalty on both first
+    derivatives (the input gradient, as R1, and the kernel gradient), differentiated again."""
+    def penalty(w, x, v):
+        gw, gx = jax.grad(lambda w_, x_: jnp.sum(jnp.tanh(layer(x_, w_)) ** 2),
+                          argnums=(0, 1))(w, x)
+        return jnp.sum(gx ** 2) + jnp.vdot(gw, v)
+    return jax.jit(jax.grad(penalty, argnums=(0, 1)))
+
+
+@pytest.mark.parametrize("h,wd", SHAPES)
+@pytest.mark.parametrize("min_flops", [0, 1e9])  # 0: the CPU forms even at these tiny sizes
+def test_second_derivatives_of_the_layers_are_those_of_xla_convolutions(h, wd, min_flops,
+                                                                        monkeypatch):
+    monkeypatch.setattr(rc, "CPU_FORMS_MIN_FLOPS", min_flops)
+    with jax.enable_x64(True):
+        b, s, w = (jnp.asarray(a, jnp.float64) for a in _arrays(h, wd, seed=3))
+        v = jnp.asarray(np.random.default_rng(4).normal(size=w.shape), jnp.float64)
+        if min_flops == 0:  # the stride-1 forms, which these tests are about
+            assert rc.up_form(s.shape, 3, jnp.float64) != "xla"
+            assert rc.kernel_grad_form(s.shape, 3, jnp.float64) != "xla"
+        cases = ((rc.downsample_conv, rc.down_xla, w, b, v),
+                 (rc.upsample_conv, _up_layer_xla, jnp.swapaxes(w, 2, 3), s,
+                  jnp.swapaxes(v, 2, 3)))
+        for layer, reference, kernel, x, direction in cases:
+            want = _penalty_grads(reference)(kernel, x, direction)  # JAX's autodiff of XLA's
+            for forms in rc.FORMS:
+                got = _penalty_grads(functools.partial(layer, forms=forms))(kernel, x, direction)
+                for g, e in zip(got, want, strict=True):
+                    assert g.dtype == jnp.float64
+                    np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10 * np.abs(e).max(),
+                                               err_msg=f"{layer.__name__} {forms}")
+
+
+@pytest.mark.parametrize("h,wd", SHAPES)
+def test_second_derivatives_of_every_form(h, wd):
+    """Each implementation of each pass, differentiated twice (as R1 through the custom VJPs
+    does), against XLA's form in float64: the forms are the same linear maps, so all their
+    derivatives agree."""
+    with jax.enable_x64(True):
+        b, s, w = (jnp.asarray(a, jnp.float64) for a in _arrays(h, wd, seed=5))
+
+        def second(f, x, y):
+            def inner(x_, y_):
+                g = jax.grad(lambda p, q: jnp.sum(jnp.tanh(f(p, q)) ** 2), argnums=(0, 1))(x_, y_)
+                return jnp.sum(g[0] ** 2) + jnp.sum(g[1] ** 2)
+            return jax.jit(jax.grad(inner, argnums=(0, 1)))(x, y)
+
+        families = ((rc.DOWN_FORMS, b, w), (rc.UP_FORMS, s, w), (rc.KERNEL_GRAD_FORMS, b, s))
+        for forms, x, y in families:
+            want = second(forms["xla"], x, y)
+            for name, f in forms.items():
+                for g, e in zip(second(f, x, y), want, strict=True):
+                    np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-10 * np.abs(e).max(),
+                                               err_msg=name)
+
+
+def test_second_derivatives_in_bfloat16_follow_float32():
+    """The bfloat16 matmul forms, differentiated twice through the custom VJPs, against XLA's
+    convolutions in float32 on the same rounded inputs: within bfloat16 rounding."""
+    b, s, w = (jnp.asarray(a, jnp.bfloat16) for a in _arrays(5, 4, cb=8, cs=16, seed=6))
+    assert rc.up_form(s.shape, 8, jnp.bfloat16) == "matmul"
+    v = jnp.asarray(np.random.default_rng(7).normal(size=w.shape), jnp.bfloat16)
+    f32 = [a.astype(jnp.float32) for a in (w, b, v)]
+    got = _penalty_grads(rc.downsample_conv)(w, b, v)
+    want = _penalty_grads(rc.down_xla)(*f32)
+    for g, e in zip(got, want, strict=True):
+        assert g.dtype == jnp.bfloat16
+        err = np.linalg.norm(np.asarray(g, np.float32) - e) / np.linalg.norm(e)
+        assert err < 0.05, err

@@ -29,7 +29,6 @@ import numpy as np
 from genart_jax import cpu_convolutions, host_memory
 from genart_jax.bench.interleave import Timed, time_interleaved
 from genart_jax.config import apply_overrides, load_config
-from genart_jax.models import resample_conv
 from genart_jax.train import programs
 from genart_jax.train.loop import build_training
 
@@ -84,7 +83,7 @@ def step_flops(cfg) -> float:
     """XLA's FLOPs in one train step on the whole global batch (matmuls and elementwise
     ops), for comparison with `model_flops`: XLA's cost analysis of the step compiled for a
     single CPU-or-default device (SPMD counts are per device; GPU counts are unreliable, see
-    DESIGN.md), traced with XLA's own forms of `resample_conv` (`resample_conv.xla_forms`).
+    DESIGN.md), traced with XLA's own forms of `resample_conv` (`model.conv_forms=xla`).
     R3GAN's grouped convolutions keep their CPU form there (one dense block-diagonal
     convolution): r3gan_digits counts 210 GFLOP here against the model's 57, so MFU from this
     count overstated R3GAN's 3.7x."""
@@ -92,8 +91,8 @@ def step_flops(cfg) -> float:
         device = jax.devices("cpu")[0]
     except RuntimeError:
         device = jax.devices()[0]
-    with resample_conv.xla_forms():
-        cost = lower_step(cfg, device).compile().cost_analysis()
+    xla_forms = apply_overrides(cfg, {"model.conv_forms": "xla"})
+    cost = lower_step(xla_forms, device).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     return float(cost.get("flops", float("nan")))
 
@@ -126,10 +125,12 @@ def _batch(cfg, k: int, abstract: bool = False):
             "label": rng.integers(0, 10, shape[:-3]).astype(np.int32)}
 
 
-def prepare_case(case: Case, warmup: int) -> tuple[Timed, dict[str, Any]]:
-    """Build, compile and warm up one case; its `Timed` runs one call (k steps) per call."""
+def prepare_case(case: Case, warmup: int, overrides: dict[str, str] | None = None
+                 ) -> tuple[Timed, dict[str, Any]]:
+    """Build, compile and warm up one case; its `Timed` runs one call (k steps) per call.
+    `overrides`: further config overrides (benchmarks/conv_forms.py: `model.conv_forms`)."""
     cfg = load_config(case.config, {"train.driver": case.driver, "model.dtype": case.dtype,
-                                    "train.batch_size": str(case.batch)})
+                                    "train.batch_size": str(case.batch), **(overrides or {})})
     k = case.steps_per_call
     driver, init_fn = build_training(cfg, jax.devices()[:case.devices], steps_per_call=k)
     holder = {"state": driver.init_state(init_fn, jax.random.PRNGKey(0))}

@@ -37,9 +37,11 @@ def build_gan(model: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
         num_stages(data.image_size)  # validates the size with a clear message
         g = DCGANGenerator(image_size=data.image_size, channels=data.channels,
                            width=model.g_width, dtype=dtype, axis_name=axis_name,
-                           bn_momentum=bn_momentum, num_classes=model.num_classes)
+                           bn_momentum=bn_momentum, num_classes=model.num_classes,
+                           conv_forms=model.conv_forms)
         d = DCGANDiscriminator(width=model.d_width, dtype=dtype, axis_name=axis_name,
-                               bn_momentum=bn_momentum, num_classes=model.num_classes)
+                               bn_momentum=bn_momentum, num_classes=model.num_classes,
+                               conv_forms=model.conv_forms)
         return g, d
     if model.arch == "mlp":
         shape = (data.image_size, data.image_size, data.channels)
@@ -66,4 +68,4 @@ def build_vae(cfg: ml_collections.ConfigDict) -> VAE:
                latent_dim=cfg.model.latent_dim, hidden=tuple(cfg.model.vae_hidden),
                width=cfg.model.vae_width, num_classes=cfg.model.num_classes,
                learned_scale=cfg.vae.likelihood == "gaussian" and cfg.vae.scale == "learned",
-               dtype=compute_dtype(cfg.model.dtype))
+               dtype=compute_dtype(cfg.model.dtype), conv_forms=cfg.model.conv_forms)

@@ -2,8 +2,11 @@
 
 The generator's k4/s2 transposed convolutions (`UpConv`, PyTorch's `ConvTranspose2d(k=4, s=2,
 p=1)`) and the discriminator's k4/s2 convolutions (`DownConv`) are
-`genart_jax.models.resample_conv`'s layers, whose forward and backward passes are picked per
-backend for speed.
+`genart_jax.models.resample_conv`'s layers. `conv_forms` (the config's `model.conv_forms`) picks
+their passes: "auto", each forward and backward pass picked per backend for speed (the CPU
+forms on XLA:CPU, XLA's convolutions elsewhere); "xla", XLA's convolutions everywhere (for
+counting the model's FLOPs). Both give the same values and derivatives of any order, R1/R2's
+second derivatives included.
 
 With `num_classes > 0` both are class-conditional (see `genart_jax.models.conditioning`): the
 generator's BatchNorms become conditional (a scale and shift per class), and the discriminator
@@ -48,11 +51,13 @@ class UpConv(nn.Module):
     use_bias: bool = False
     dtype: Dtype = jnp.float32
     kernel_init: Any = dcgan_init
+    conv_forms: str = "auto"  # "auto" | "xla": see `resample_conv.FORMS`
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         w = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-        return _add_bias(self, upsample_conv(x.astype(self.dtype), w.astype(self.dtype)))
+        return _add_bias(self, upsample_conv(x.astype(self.dtype), w.astype(self.dtype),
+                                             self.conv_forms))
 
 
 def _add_bias(module: nn.Module, y: jnp.ndarray) -> jnp.ndarray:
@@ -86,6 +91,7 @@ class DCGANGenerator(nn.Module):
     axis_name: str | None = None
     bn_momentum: float = 0.9
     num_classes: int = 0
+    conv_forms: str = "auto"  # "auto" | "xla": see `resample_conv.FORMS`
 
     @nn.compact
     def __call__(self, z: jnp.ndarray, labels: jnp.ndarray | None = None, train: bool = True
@@ -106,9 +112,9 @@ class DCGANGenerator(nn.Module):
         x = nn.relu(norm(x))
         for _ in range(stages - 1):
             c //= 2
-            x = UpConv(c, dtype=self.dtype)(x)
+            x = UpConv(c, dtype=self.dtype, conv_forms=self.conv_forms)(x)
             x = nn.relu(norm(x))
-        x = UpConv(self.channels, dtype=self.dtype)(x)
+        x = UpConv(self.channels, dtype=self.dtype, conv_forms=self.conv_forms)(x)
         return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -120,11 +126,13 @@ class DownConv(nn.Module):
     use_bias: bool = False
     dtype: Dtype = jnp.float32
     kernel_init: Any = dcgan_init
+    conv_forms: str = "auto"  # "auto" | "xla": see `resample_conv.FORMS`
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         w = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-        return _add_bias(self, downsample_conv(x.astype(self.dtype), w.astype(self.dtype)))
+        return _add_bias(self, downsample_conv(x.astype(self.dtype), w.astype(self.dtype),
+                                               self.conv_forms))
 
 
 class DCGANDiscriminator(nn.Module):
@@ -141,6 +149,7 @@ class DCGANDiscriminator(nn.Module):
     axis_name: str | None = None
     bn_momentum: float = 0.9
     num_classes: int = 0
+    conv_forms: str = "auto"  # "auto" | "xla": see `resample_conv.FORMS`
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, labels: jnp.ndarray | None = None, train: bool = True
@@ -150,7 +159,7 @@ class DCGANDiscriminator(nn.Module):
         x = x.astype(self.dtype)
         c = self.width
         for i in range(stages):
-            x = DownConv(c, dtype=self.dtype, name=f"Conv_{i}")(x)
+            x = DownConv(c, dtype=self.dtype, conv_forms=self.conv_forms, name=f"Conv_{i}")(x)
             if i > 0:
                 x = _batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)(x)
             x = nn.leaky_relu(x, 0.2)
@@ -158,7 +167,9 @@ class DCGANDiscriminator(nn.Module):
         # The final 4x4 valid convolution to one channel is a dense layer on the flattened map.
         x = x.reshape(x.shape[0], -1)
         logits = nn.Dense(1, use_bias=False, kernel_init=dcgan_init, dtype=self.dtype)(x)
-        logits = logits[:, 0].astype(jnp.float32)
+        # float32 logits from bfloat16 (and float32); float64 (the tests' derivative checks)
+        # stays float64: rounded to float32, finite differences of R1 were noise.
+        logits = logits[:, 0].astype(jnp.promote_types(self.dtype, jnp.float32))
         if self.num_classes > 0:
             logits = logits + projection(x, labels, self.num_classes, self.dtype)
         return logits

@@ -42,13 +42,18 @@ exported or lowered for cuda or tpu from a CPU process carries XLA's convolution
 `benchmarks/conv_forms.py` whole steps; README.md ("Benchmarks") has the numbers.
 
 All implementations compute the same linear maps; tests check them against XLA's convolution
-and its autodiff.
+and its autodiff, to second order too: each layer's backward pass is built from the same maps in
+plain JAX operations (every CPU form included), so JAX differentiates it again exactly as it
+would XLA's convolution, and R1/R2 through the layers are right.
+
+The choice is a parameter: `forms="auto"` (each pass picked as above) or `forms="xla"` (XLA's
+own form of every pass, on every platform).
+DCGAN's and the conv VAE's modules take it as `conv_forms`, from the config's `model.conv_forms`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -59,21 +64,27 @@ from genart_jax import cpu_convolutions
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
-_force_xla_forms = False
+# The choices of forms, a parameter of every function below that picks one (`forms`) and of
+# DCGAN's and the conv VAE's modules (`conv_forms`, from the config's `model.conv_forms`):
+# "auto": each pass in the form picked for its platform, size and dtype (the CPU forms on
+#   XLA:CPU where they are faster; XLA's own elsewhere);
+# "xla": XLA's own form of every pass on every platform: for counting a model's FLOPs without
+#   the CPU forms' extra work (the space-to-depth forms also multiply the zero padding: 8% more
+#   FLOPs on the DCGAN-32 train step).
+FORMS = ("auto", "xla")
 
 
-@contextlib.contextmanager
-def xla_forms() -> Iterator[None]:
-    """Within this block, functions traced afresh use XLA's own forms on every platform (a
-    function jitted before keeps its cached trace): for counting a model's FLOPs without the
-    CPU forms' extra work (the space-to-depth forms also multiply the zero padding: 8% more
-    FLOPs on the DCGAN-32 train step)."""
-    global _force_xla_forms
-    before, _force_xla_forms = _force_xla_forms, True
-    try:
-        yield
-    finally:
-        _force_xla_forms = before
+def check_forms(forms: str) -> str:
+    """`forms` if it is one of `FORMS`, else ValueError."""
+    if forms not in FORMS:
+        raise ValueError(f"convolution forms {forms!r}; choose one of {FORMS}")
+    return forms
+
+
+def _accumulation(dtype) -> jnp.dtype:
+    """The dtype the matmul forms accumulate in: float32 for bfloat16 and float32 inputs, the
+    input's own for float64 (tests), so a float64 pass is a float64 computation."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 # --- XLA's own forms (the reference semantics) ------------------------------------------------
@@ -175,7 +186,8 @@ def kernel_grad_taps(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
     x = space_to_depth(b)
     h, wd = s.shape[1:3]
     taps = [[jnp.einsum("nhwc,nhwd->cd", x[:, r:r + h, c:c + wd], s,
-                        preferred_element_type=jnp.float32) for c in (0, 1)] for r in (0, 1)]
+                        preferred_element_type=_accumulation(b.dtype)) for c in (0, 1)]
+            for r in (0, 1)]
     return _kernel_4x4(jnp.array(taps)).astype(b.dtype)
 
 
@@ -194,7 +206,7 @@ def kernel_grad_shifted(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
     shifted = jnp.stack([_onto_grid(st, r, c, row_axis=2)
                          for r in (0, 1) for c in (0, 1)]).reshape(4 * cs, -1)
     g = lax.optimization_barrier(jnp.dot(shifted, x.reshape(-1, 4 * cb),
-                                         preferred_element_type=jnp.float32))
+                                         preferred_element_type=_accumulation(b.dtype)))
     g = g.reshape(2, 2, cs, 4 * cb).transpose(0, 1, 3, 2)  # (r, c, (pr, pc, Cb), Cs)
     return _kernel_4x4(g).astype(b.dtype)
 
@@ -227,7 +239,7 @@ def down_matmul(b: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     n, h1, w1, c4 = x.shape
     cs = w.shape[-1]
     y = jnp.dot(x.reshape(-1, c4), _kernel_matrix(w).astype(x.dtype),
-                preferred_element_type=jnp.float32).reshape(n, h1, w1, 2, 2, cs)
+                preferred_element_type=_accumulation(b.dtype)).reshape(n, h1, w1, 2, 2, cs)
     h, wd = h1 - 1, w1 - 1
     s = sum(y[:, r:r + h, c:c + wd, r, c] for r in (0, 1) for c in (0, 1))
     return s.astype(b.dtype)
@@ -243,7 +255,7 @@ def down_im2col(b: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     patches = jnp.concatenate([p[:, kh:kh + h2:2, kw:kw + w2:2] for kh in range(4)
                                for kw in range(4)], axis=-1).reshape(-1, 16 * cb)
     s = jnp.dot(patches, w.reshape(16 * cb, -1).astype(b.dtype),
-                preferred_element_type=jnp.float32)
+                preferred_element_type=_accumulation(b.dtype))
     return s.reshape(n, h, wd, -1).astype(b.dtype)
 
 
@@ -255,7 +267,7 @@ def up_matmul(s: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     cb = w.shape[2]
     k = _kernel_matrix(w).reshape(4 * cb, 4, cs).transpose(2, 1, 0).reshape(cs, 16 * cb)
     z = jnp.dot(s.reshape(-1, cs), k.astype(s.dtype),
-                preferred_element_type=jnp.float32).reshape(n, h, wd, 2, 2, 4 * cb)
+                preferred_element_type=_accumulation(s.dtype)).reshape(n, h, wd, 2, 2, 4 * cb)
     x = sum(_onto_grid(z[:, :, :, r, c], r, c, row_axis=1) for r in (0, 1) for c in (0, 1))
     return depth_to_space(x, cb).astype(s.dtype)
 
@@ -280,50 +292,59 @@ def pass_flops(small_shape: tuple[int, ...], big_channels: int) -> int:
     return 2 * n * h * w * 16 * big_channels * cs
 
 
-def _cpu_forms_for(small_shape: tuple[int, ...], big_channels: int) -> bool:
+def _cpu_forms_for(small_shape: tuple[int, ...], big_channels: int, forms: str) -> bool:
     """Whether a pass of this size takes the stride-1 forms on XLA:CPU: at least
-    `CPU_FORMS_MIN_FLOPS`, and not within `xla_forms()`."""
-    return not _force_xla_forms and pass_flops(small_shape, big_channels) >= CPU_FORMS_MIN_FLOPS
+    `CPU_FORMS_MIN_FLOPS`, with `forms` "auto"."""
+    return (check_forms(forms) == "auto"
+            and pass_flops(small_shape, big_channels) >= CPU_FORMS_MIN_FLOPS)
 
 
-def _matmul_forms_for(small_shape: tuple[int, ...], big_channels: int, dtype) -> bool:
+def _matmul_forms_for(small_shape: tuple[int, ...], big_channels: int, dtype, forms: str
+                      ) -> bool:
     """Whether a pass takes the matmul forms on XLA:CPU (`down_matmul` or `down_im2col`,
-    `up_matmul`, `kernel_grad_taps`): bfloat16, at least `CPU_MATMUL_FORMS_MIN_FLOPS`, and not
-    within `xla_forms()`."""
-    return (jnp.dtype(dtype) == jnp.bfloat16 and not _force_xla_forms
+    `up_matmul`, `kernel_grad_taps`): bfloat16, at least `CPU_MATMUL_FORMS_MIN_FLOPS`, with
+    `forms` "auto"."""
+    return (jnp.dtype(dtype) == jnp.bfloat16 and check_forms(forms) == "auto"
             and pass_flops(small_shape, big_channels) >= CPU_MATMUL_FORMS_MIN_FLOPS)
 
 
-def down_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) -> str:
+def down_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32,
+              forms: str = "auto") -> str:
     """The implementation `down` uses: for bfloat16 passes of at least
     `CPU_MATMUL_FORMS_MIN_FLOPS` on CPU "im2col" with a small map of at most 4x4 and "matmul"
-    above; else "xla" (XLA's strided convolution, as fast as any stride-1 form in float32)."""
-    if not _matmul_forms_for(small_shape, big_channels, dtype):
+    above; else "xla" (XLA's strided convolution, as fast as any stride-1 form in float32).
+    With `forms` "xla", "xla"."""
+    if not _matmul_forms_for(small_shape, big_channels, dtype, forms):
         return "xla"
     return "im2col" if small_shape[1] * small_shape[2] <= 16 else "matmul"
 
 
-def up_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) -> str:
+def up_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32,
+            forms: str = "auto") -> str:
     """The implementation `up` uses on XLA:CPU for a small map of shape (N, H, W, Cs) and Cb big
     channels: "matmul" in bfloat16 (passes of at least
     `CPU_MATMUL_FORMS_MIN_FLOPS`), and for other passes of at least `CPU_FORMS_MIN_FLOPS`
-    "four_phase" with a small map of at most 4x4 and "space_to_depth" above; else "xla"."""
-    if _matmul_forms_for(small_shape, big_channels, dtype):
+    "four_phase" with a small map of at most 4x4 and "space_to_depth" above; else "xla".
+    With `forms` "xla", "xla"."""
+    if _matmul_forms_for(small_shape, big_channels, dtype, forms):
         return "matmul"
-    if not _cpu_forms_for(small_shape, big_channels):
+    if not _cpu_forms_for(small_shape, big_channels, forms):
         return "xla"
     return "four_phase" if small_shape[1] * small_shape[2] <= 16 else "space_to_depth"
 
 
-def kernel_grad_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32) -> str:
+def kernel_grad_form(small_shape: tuple[int, ...], big_channels: int, dtype=jnp.float32,
+                     forms: str = "auto") -> str:
     """The implementation `kernel_grad` uses: on CPU "taps" (four matmuls accumulated in
     float32) for bfloat16 passes of at least `CPU_MATMUL_FORMS_MIN_FLOPS`; for other passes of
     at least `CPU_FORMS_MIN_FLOPS`, unless XLA:CPU runs convolutions with Eigen
     (`cpu_convolutions.started_with_eigen()`), "taps" with a small map of at most 4x4 and
-    "shifted" above; else "xla" (XLA's own, with Eigen faster than either)."""
-    if _matmul_forms_for(small_shape, big_channels, dtype):
+    "shifted" above; else "xla" (XLA's own, with Eigen faster than either). With `forms`
+    "xla", "xla"."""
+    if _matmul_forms_for(small_shape, big_channels, dtype, forms):
         return "taps"
-    if not _cpu_forms_for(small_shape, big_channels) or cpu_convolutions.started_with_eigen():
+    if (not _cpu_forms_for(small_shape, big_channels, forms)
+            or cpu_convolutions.started_with_eigen()):
         return "xla"
     return "taps" if small_shape[1] * small_shape[2] <= 16 else "shifted"
 
@@ -348,58 +369,76 @@ def _per_platform(forms: dict, cpu_form: str, *args: jnp.ndarray) -> jnp.ndarray
     return lax.platform_dependent(*args, cpu=forms[cpu_form], default=forms["xla"])
 
 
-def down(b: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+def down(b: jnp.ndarray, w: jnp.ndarray, forms: str = "auto") -> jnp.ndarray:
     """The strided convolution, on CPU in the form `down_form` picks."""
-    return _per_platform(DOWN_FORMS, down_form(_small_shape(b, w), b.shape[-1], b.dtype), b, w)
+    cpu_form = down_form(_small_shape(b, w), b.shape[-1], b.dtype, forms)
+    return _per_platform(DOWN_FORMS, cpu_form, b, w)
 
 
-def up(s: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+def up(s: jnp.ndarray, w: jnp.ndarray, forms: str = "auto") -> jnp.ndarray:
     """The transpose of `down` in b, on CPU in the form `up_form` picks."""
-    return _per_platform(UP_FORMS, up_form(s.shape, w.shape[2], s.dtype), s, w)
+    return _per_platform(UP_FORMS, up_form(s.shape, w.shape[2], s.dtype, forms), s, w)
 
 
-def kernel_grad(b: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
+def kernel_grad(b: jnp.ndarray, s: jnp.ndarray, forms: str = "auto") -> jnp.ndarray:
     """d<down(b, w), s>/dw, on CPU in the form `kernel_grad_form` picks."""
-    return _per_platform(KERNEL_GRAD_FORMS, kernel_grad_form(s.shape, b.shape[-1], b.dtype),
-                         b, s)
+    cpu_form = kernel_grad_form(s.shape, b.shape[-1], b.dtype, forms)
+    return _per_platform(KERNEL_GRAD_FORMS, cpu_form, b, s)
 
 
-@jax.custom_vjp
-def downsample_conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+# The two layers: custom VJPs whose three passes are `down`, `up` and `kernel_grad`, each in the
+# form picked for its platform, size and dtype under `forms` ("xla": XLA's own for every pass,
+# on every platform). The backward passes are built from the same linear maps with plain JAX
+# operations, every CPU form included, so they are differentiable again: R1/R2's second
+# derivatives through the layers are those of XLA's convolutions (tests/test_resample_conv.py
+# checks them against JAX's autodiff of XLA's convolution, tests/test_r3gan.py against finite
+# differences in float64).
+
+def downsample_conv(x: jnp.ndarray, w: jnp.ndarray, forms: str = "auto") -> jnp.ndarray:
     """Convolution with kernel 4, stride 2, padding 1: x (N, 2H, 2W, Cin), w (4, 4, Cin, Cout)
-    -> (N, H, W, Cout)."""
-    return down(x, w)
+    -> (N, H, W, Cout). `forms`: "auto" (each pass picked per platform) or "xla" (XLA's
+    convolutions for every pass)."""
+    return _downsample_conv(x, w, check_forms(forms))
 
 
-def _downsample_fwd(x, w):
-    return down(x, w), (x, w)
-
-
-def _downsample_bwd(res, ct):
-    x, w = res
-    return up(ct, w).astype(x.dtype), kernel_grad(x, ct).astype(w.dtype)
-
-
-downsample_conv.defvjp(_downsample_fwd, _downsample_bwd)
-
-
-@jax.custom_vjp
-def upsample_conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+def upsample_conv(x: jnp.ndarray, w: jnp.ndarray, forms: str = "auto") -> jnp.ndarray:
     """Transposed convolution with kernel 4, stride 2, padding 1 and PyTorch's scatter
     semantics out[2i + k - 1] += x[i] * w[k]: x (N, H, W, Cin), w (4, 4, Cin, Cout)
-    -> (N, 2H, 2W, Cout)."""
-    return up(x, jnp.swapaxes(w, 2, 3))
+    -> (N, 2H, 2W, Cout). `forms` as for `downsample_conv`."""
+    return _upsample_conv(x, w, check_forms(forms))
 
 
-def _upsample_fwd(x, w):
-    return up(x, jnp.swapaxes(w, 2, 3)), (x, w)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _downsample_conv(x: jnp.ndarray, w: jnp.ndarray, forms: str) -> jnp.ndarray:
+    return down(x, w, forms)
 
 
-def _upsample_bwd(res, ct):
+def _downsample_fwd(x, w, forms):
+    return down(x, w, forms), (x, w)
+
+
+def _downsample_bwd(forms, res, ct):
     x, w = res
-    dx = down(ct, jnp.swapaxes(w, 2, 3))
-    dw = jnp.swapaxes(kernel_grad(ct, x), 2, 3)
+    return up(ct, w, forms).astype(x.dtype), kernel_grad(x, ct, forms).astype(w.dtype)
+
+
+_downsample_conv.defvjp(_downsample_fwd, _downsample_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _upsample_conv(x: jnp.ndarray, w: jnp.ndarray, forms: str) -> jnp.ndarray:
+    return up(x, jnp.swapaxes(w, 2, 3), forms)
+
+
+def _upsample_fwd(x, w, forms):
+    return up(x, jnp.swapaxes(w, 2, 3), forms), (x, w)
+
+
+def _upsample_bwd(forms, res, ct):
+    x, w = res
+    dx = down(ct, jnp.swapaxes(w, 2, 3), forms)
+    dw = jnp.swapaxes(kernel_grad(ct, x, forms), 2, 3)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-upsample_conv.defvjp(_upsample_fwd, _upsample_bwd)
+_upsample_conv.defvjp(_upsample_fwd, _upsample_bwd)

@@ -39,6 +39,7 @@ class VAE(nn.Module):
     num_classes: int = 0
     learned_scale: bool = False
     dtype: Dtype = jnp.float32
+    conv_forms: str = "auto"  # conv: "auto" | "xla", see `resample_conv.FORMS`
 
     def setup(self):
         h, w, c = self.image_shape
@@ -47,15 +48,17 @@ class VAE(nn.Module):
                 raise ValueError(f"the conv VAE needs square images, got {h}x{w}")
             self.stages = num_stages(h)
             self.enc_convs = [DownConv(self.width * 2**i, use_bias=True, dtype=self.dtype,
+                                       conv_forms=self.conv_forms,
                                        kernel_init=nn.initializers.lecun_normal(),
                                        name=f"enc_conv{i}") for i in range(self.stages)]
             c0 = self.width * 2 ** (self.stages - 1)
             self.dec_in = nn.Dense(4 * 4 * c0, dtype=self.dtype, name="dec_in")
             self.dec_ups = [UpConv(c0 // 2 ** (i + 1), use_bias=True, dtype=self.dtype,
+                                   conv_forms=self.conv_forms,
                                    kernel_init=nn.initializers.lecun_normal(),
                                    name=f"dec_up{i}") for i in range(self.stages - 1)]
             self.dec_out = UpConv(c, use_bias=True, dtype=self.dtype, kernel_init=dcgan_init,
-                                  name="dec_out")
+                                  conv_forms=self.conv_forms, name="dec_out")
         elif self.arch == "mlp":
             self.enc_dense = [nn.Dense(n, dtype=self.dtype, name=f"enc{i}")
                               for i, n in enumerate(self.hidden)]
