@@ -156,13 +156,42 @@ def test_tensorboard_false_writes_no_event_files(tmp_path):
 
 def test_without_tensorboardx_training_goes_on_and_says_so_once(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(tensorboard_log, "_import_tensorboardx",
-                        lambda: (None, "No module named 'tensorboardX'"))
+                        lambda: (None, "ModuleNotFoundError: No module named 'tensorboardX'"))
     train(cfg_with(**{"train.sample_every": "0"}), tmp_path, 2)
     out = capsys.readouterr().out
     assert out.count("TensorBoard event files are off") == 1
-    assert "No module named 'tensorboardX'" in out and "pip install tensorboardX" in out
+    assert "No module named 'tensorboardX'" in out and "pip install -U tensorboardX" in out
     assert not (tmp_path / "tensorboard").exists()
     assert [r["step"] for r in history.read_records(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+def test_a_writer_without_tensorboardx_is_off_and_says_why(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if not installed
+    told = []
+    tb = TensorBoardWriter(tmp_path / "tb", start=0, enabled=True, log=told.append)
+    tb.scalars(1, {"step": 1, "loss": 1.0})
+    tb.close()
+    assert not tb.enabled and not (tmp_path / "tb").exists()
+    assert len(told) == 1 and "tensorboardX cannot be imported (ModuleNotFoundError" in told[0]
+
+
+def test_a_vaes_extra_grids_have_their_own_tags(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    paths = [tmp_path / f"step_000002{s}.png" for s in ("", "_reconstructions", "_interpolation")]
+    for i, p in enumerate(paths):
+        Image.fromarray(np.full((8 + i, 12, 3), 40 * i, np.uint8)).save(p)
+    tb = TensorBoardWriter(tmp_path / "tb", start=0, enabled=True)
+    tb.images(2, paths)
+    tb.close()
+    acc = accumulated(tmp_path / "tb")
+    tags = ["samples", "samples/reconstructions", "samples/interpolation"]
+    assert sorted(acc.Tags()["images"]) == sorted(tags)
+    for i, (tag, p) in enumerate(zip(tags, paths, strict=True)):
+        [image] = acc.Images(tag)
+        assert (image.step, image.height, image.width) == (2, 8 + i, 12)
+        assert image.encoded_image_string == p.read_bytes()
 
 
 def test_a_disabled_writer_writes_nothing(tmp_path):

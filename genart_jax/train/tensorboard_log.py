@@ -3,7 +3,8 @@
 What is written: every field of a `metrics.jsonl` record as a scalar at its step (same names),
 the sample grids the loop writes under `samples/` as images (the same PNG bytes; tag `samples`,
 a VAE's extra grids `samples/reconstructions` and `samples/interpolation`), and the resolved
-config as text (tag `config`, at the step each run segment starts from).
+config as text (tag `config`, shown as `config/text_summary`, at the step each run segment
+starts from).
 
 The writer is tensorboardX's synchronous event-file writer (`EventsWriter`, its summary protos):
 pure Python over protobuf, no TensorFlow and no PyTorch at train time. Its `SummaryWriter` is
@@ -57,8 +58,8 @@ def _import_tensorboardx() -> tuple[Any, str | None]:
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto import event_pb2, summary_pb2
         from tensorboardX.record_writer import masked_crc32c
-    except ImportError as e:
-        return None, str(e)
+    except Exception as e:  # not installed (ImportError), too old for this protobuf (TypeError)
+        return None, f"{type(e).__name__}: {e}"
     finally:
         if hide and sys.modules.get("torch", 0) is None:
             del sys.modules["torch"]
@@ -134,7 +135,7 @@ def truncate_after(logdir: str | Path, step: int, restart_tags: Iterable[str] = 
             size = f.seek(0, os.SEEK_END)
         if not dropped and (keep[-1][1] if keep else 0) == size:
             continue
-        tmp = path.with_name(f".rewrite-{path.name}-{os.getpid()}")
+        tmp = path.with_name(f".genart-rewrite-{os.getpid()}.tmp")  # no "tfevents": not read
         try:
             with open(path, "rb") as src, open(tmp, "wb") as dst:
                 for start, end in keep:
@@ -164,8 +165,8 @@ class TensorBoardWriter:
             return
         self._tbx, why = _import_tensorboardx()
         if self._tbx is None:
-            log(f"TensorBoard event files are off: tensorboardX is not installed ({why}); "
-                f"`pip install tensorboardX` to get them. metrics.jsonl and samples/ are "
+            log(f"TensorBoard event files are off: tensorboardX cannot be imported ({why}); "
+                f"`pip install -U tensorboardX` to get them. metrics.jsonl and samples/ are "
                 f"written as always")
             return
         _, EventsWriter, event_pb2, _, _ = self._tbx
