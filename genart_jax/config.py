@@ -88,6 +88,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.ema_rampup = 0.05  # half-life at most this fraction of images seen; 0 = off
     c.train.nonfinite = "stop"  # on a NaN/Inf loss or gradient: "stop" or "skip" the update
     c.train.steps_per_call = 0  # steps fused into one compiled call; 0 = per backend (loop.py)
+    # TensorBoard event files in WORKDIR/tensorboard/ (process 0; needs tensorboardX, else off)
+    c.train.tensorboard = True
 
     c.augment = ml_collections.ConfigDict()
     c.augment.flip = False  # GAN: random horizontal flips of real images

@@ -18,6 +18,7 @@ from genart_jax import checkpoint
 from genart_jax.config import from_json
 from genart_jax.train import abstract_state
 from genart_jax.train.loop import CALLS_AHEAD
+from genart_jax.train.tensorboard_log import event_files
 from tests.test_cli import TINY
 
 ARGS = ["train", "--no-progress", "--config.train.log_every=1"]
@@ -80,6 +81,7 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path, family):
     # Only process 0 wrote: one metrics record per step, not two.
     steps = [json.loads(r)["step"] for r in (multi / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+    assert len(event_files(multi / "tensorboard")) == 1  # TensorBoard: one writer
     assert sorted(p.name for p in (multi / "samples").iterdir()) == sorted(
         p.name for p in (single / "samples").iterdir())
 

@@ -41,6 +41,7 @@ from genart_jax.parallel import (
 from genart_jax.train.families import family_of
 from genart_jax.train.feed import DriverPerSize, call_sizes, feed, resolve_steps_per_call
 from genart_jax.train.preemption import PreemptionGuard
+from genart_jax.train.tensorboard_log import LOG_DIR, TensorBoardWriter
 from genart_jax.workdir_lock import WorkdirLock
 
 # The host runs at most this many calls ahead of the devices: after launching call n it waits
@@ -119,8 +120,10 @@ def check_resumable(saved: dict[str, Any], cfg: ml_collections.ConfigDict, where
 
 
 def _move_aside(workdir: Path) -> Path | None:
-    """Move a previous run's checkpoints, metrics and samples into workdir/replaced-TIME/."""
-    olds = [workdir / n for n in (checkpoint.CHECKPOINT_DIR, "metrics.jsonl", "samples")]
+    """Move a previous run's checkpoints, metrics, samples and TensorBoard events into
+    workdir/replaced-TIME/."""
+    olds = [workdir / n for n in (checkpoint.CHECKPOINT_DIR, "metrics.jsonl", "samples",
+                                  LOG_DIR)]
     olds = [p for p in olds if p.exists()]
     if not olds:
         return None
@@ -135,8 +138,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                        progress: bool = True, devices=None, resume: bool = True
                        ) -> dict[str, Any]:
     """Train the model of `cfg` up to `cfg.train.steps` iterations, writing into `workdir`:
-    config.json, metrics.jsonl, samples/*.png and checkpoints/. Resumes from the newest
-    checkpoint there that restores unless `resume=False` (which moves the old run aside).
+    config.json, metrics.jsonl, samples/*.png, tensorboard/ (event files) and checkpoints/.
+    Resumes from the newest checkpoint there that restores unless `resume=False` (which moves
+    the old run aside).
     Holds the workdir's lock throughout (a second run stops at once). Returns a summary.
     """
     with WorkdirLock(workdir, enabled=jax.process_index() == 0):
@@ -209,6 +213,11 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     if main:
         (workdir / "samples").mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(to_json(cfg))
+    # TensorBoard (process 0): events past `start` (a killed run's) are dropped first, as in
+    # metrics.jsonl; each run segment writes a new event file
+    tb = TensorBoardWriter(workdir / LOG_DIR, start=start, enabled=main and cfg.train.tensorboard,
+                           log=log)
+    tb.config(start, to_json(cfg))
     steps = cfg.train.steps
     log(f"Training {cfg.model.arch} {cfg.model.family.upper()} on {cfg.data.name} "
         f"({num_examples} images, "
@@ -265,8 +274,10 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                     now = time.perf_counter()
                     rate = (step - step_log) * images_per_step / max(now - t_log, 1e-9)
                     t_log, step_log = now, step
-                    writer.write({"step": step, **last, "images_per_sec": rate,
-                                  "epoch": position.epoch})
+                    record = {"step": step, **last, "images_per_sec": rate,
+                              "epoch": position.epoch}
+                    writer.write(record)
+                    tb.scalars(step, record)
                     bar.set_postfix({key_a: f"{last[key_a]:.3f}", key_b: f"{last[key_b]:.3f}",
                                      "img_s": f"{rate:.0f}"}, refresh=False)
                     if last["nonfinite_count"] and cfg.train.nonfinite == "stop":
@@ -299,11 +310,12 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
                         ckpt.close()
                         raise Preempted(guard.signum or signal.SIGTERM, step, path)
                 if do_sample:
-                    family.write_samples(cfg, host_state, workdir / "samples" /
-                                         f"step_{step:06d}.png", real)
+                    tb.images(step, family.write_samples(cfg, host_state, workdir / "samples" /
+                                                         f"step_{step:06d}.png", real))
                 t_log += time.perf_counter() - t_aside
     except BaseException:
         ckpt.close()  # a checkpoint already in flight still completes
+        tb.close()
         raise
     finally:
         bar.close()
@@ -316,8 +328,11 @@ def _train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Path, *,
     if ckpt.latest_step() != final:
         save(final, host_state)
     ckpt.close()
-    grid = (family.write_samples(cfg, host_state, workdir / "samples" / "final.png", real)[0]
-            if main else None)
+    grids = (family.write_samples(cfg, host_state, workdir / "samples" / "final.png", real)
+             if main else [])
+    tb.images(final, grids)
+    tb.close()
+    grid = grids[0] if grids else None
     wall = time.perf_counter() - t_start
     summary = {"steps": int(host_state.step), "metrics": last, "compile_s": compile_s,
                "wall_s": wall, "checkpoint": str(path), "samples": str(grid)}
