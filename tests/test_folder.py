@@ -187,9 +187,21 @@ def test_a_standard_tfds_name_reads_through_mock_data():
     # data are not seen by workers).
     cfg = load_config("vae_mnist", {"data.image_size": "28", "data.cache": "false",
                                       "data.workers": "0"})
-    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+    asked = []
+
+    def mnist_like(builder, split, **kwargs):
+        """`builder.as_data_source` under mock_data: 40 MNIST-shaped examples as a plain
+        sequence (TFDS's own mock source has a `__getitems__` that cannot be called)."""
+        asked.append((builder.name, split))
+        rng = np.random.default_rng(0)
+        return [{"image": rng.integers(0, 256, (28, 28, 1), dtype=np.uint8), "label": i % 10}
+                for i in range(40)]
+
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE,
+                                as_data_source_fn=mnist_like):
         it, n = make_input(cfg.data, global_batch=8, seed=0)
         batch, _ = next(it)
+    assert asked == [("mnist", "train")]
     assert n == 40 and batch["image"].shape == (1, 8, 28, 28, 1)
     assert batch["image"].dtype == np.uint8
 
