@@ -79,7 +79,7 @@ def _train(args, overrides: dict[str, str]) -> int:
     maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     if args.steps is not None:
         overrides = {**overrides, "train.steps": str(args.steps)}
-    cfg = load_config(args.config, overrides)
+    cfg = _with_prepared_shape(load_config(args.config, overrides), overrides)
     workdir = args.workdir or str(Path("runs") / Path(args.config or DEFAULT_CONFIG).stem)
     try:
         train_and_evaluate(cfg, workdir, progress=not args.no_progress,
@@ -94,6 +94,32 @@ def _train(args, overrides: dict[str, str]) -> int:
             raise
         raise found from e
     return 0
+
+
+def _with_prepared_shape(cfg, overrides: dict[str, str]):
+    """`cfg` with data.image_size and data.channels of its prepared dataset (`prepared.json`)
+    where the command line did not set them (`data.defaults`), saying so in one line."""
+    import jax
+
+    from genart_jax.config import ConfigError, apply_overrides
+    from genart_jax.data.defaults import prepared_overrides
+
+    extra = prepared_overrides(cfg.data, overrides)
+    if not extra:
+        return cfg
+    took = " ".join(f"{k}={v}" for k, v in extra.items())
+    had = " and ".join(str(cfg.data[k.split(".")[1]]) for k in extra)
+    where = f"the prepared.json of '{cfg.data.name}'"
+    try:
+        new = apply_overrides(cfg, extra)
+    except ConfigError as e:
+        raise ConfigError(f"{e} ({took} from {where}; the recipe has {had}: take a recipe for "
+                          f"that size, or set --config.data.image_size and prepare the folder "
+                          f"again at it)") from e
+    if jax.process_index() == 0:
+        print(f"Data: {took} from {where} (the recipe has {had}; --config.data.image_size / "
+              f"--config.data.channels set them otherwise)", flush=True)
+    return new
 
 
 def _add_sample(sub) -> None:
@@ -177,11 +203,17 @@ def _sample(args) -> int:
     return 0
 
 
-def _data_config(name: str, image_size: int, channels: int, data_dir: str = ""):
-    """The default config's data section with these values (no model to validate against)."""
+def _data_config(name: str, image_size: int | None = None, channels: int | None = None,
+                 data_dir: str = ""):
+    """The default config's data section with these values (no model to validate against);
+    a size or channel count not given (None) is the prepared dataset's (`prepared.json`), or
+    the default config's for a dataset without one (the embedded digits, TFDS)."""
     from genart_jax.config import load_config
+    from genart_jax.data.defaults import data_shape
 
     data = load_config(None).data
+    image_size, channels = data_shape(name, data_dir, image_size, channels,
+                                      default=(data.image_size, data.channels))
     with data.unlocked():
         data.update(name=name, image_size=image_size, channels=channels, data_dir=data_dir)
     return data
@@ -195,9 +227,11 @@ def _add_train_classifier(sub) -> None:
                                    "reports its held-out accuracy and saves it (Orbax params "
                                    "+ classifier.json) for `genart eval --metrics`.")
     c.add_argument("--data", default="digits", help="dataset name (default: digits)")
-    c.add_argument("--image-size", type=int, default=32,
-                   help="square size in pixels, as the models you evaluate (default: 32)")
-    c.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    c.add_argument("--image-size", type=int, default=None,
+                   help="square size in pixels, as the models you evaluate (default: the prepared "
+                        "data's, 32 for digits and TFDS data)")
+    c.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="default: the prepared data's, 1 for digits and TFDS data")
     c.add_argument("--data_dir", default="", help="prepared data (default: $TFDS_DATA_DIR or "
                    "~/tensorflow_datasets)")
     c.add_argument("--out", default=None,
@@ -214,7 +248,7 @@ def _train_classifier(args) -> int:
     from genart_jax.classifier import default_dir, train_classifier
 
     data_cfg = _data_config(args.data, args.image_size, args.channels, args.data_dir)
-    out = Path(args.out) if args.out else default_dir(args.data, args.image_size)
+    out = Path(args.out) if args.out else default_dir(args.data, data_cfg.image_size)
     meta = train_classifier(data_cfg, out, steps=args.steps, batch_size=args.batch_size,
                             seed=args.seed, width=args.width, feature_dim=args.feature_dim,
                             progress=not args.no_progress)
@@ -235,9 +269,11 @@ def _add_train_features(sub) -> None:
                                    "dataset's train split (no labels needed) and saves it "
                                    "(Orbax params + features.json) for `genart eval`.")
     f.add_argument("--data", default="digits", help="dataset name (default: digits)")
-    f.add_argument("--image-size", type=int, default=32,
-                   help="square size in pixels, as the models you evaluate (default: 32)")
-    f.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    f.add_argument("--image-size", type=int, default=None,
+                   help="square size in pixels, as the models you evaluate (default: the prepared "
+                        "data's, 32 for digits and TFDS data)")
+    f.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="default: the prepared data's, 1 for digits and TFDS data")
     f.add_argument("--data_dir", default="", help="prepared data (default: $TFDS_DATA_DIR or "
                    "~/tensorflow_datasets)")
     f.add_argument("--out", default=None, help="output folder (default: runs/features_DATA_SIZE)")
@@ -261,7 +297,7 @@ def _train_features(args) -> int:
     except ValueError as e:
         raise _UsageError(f"--augment: {e}") from e
     data_cfg = _data_config(args.data, args.image_size, args.channels, args.data_dir)
-    out = Path(args.out) if args.out else default_dir(args.data, args.image_size)
+    out = Path(args.out) if args.out else default_dir(args.data, data_cfg.image_size)
     meta = train_features(data_cfg, out, steps=args.steps, batch_size=args.batch_size,
                           seed=args.seed, width=args.width, feature_dim=args.feature_dim,
                           temperature=args.temperature, policy=policy,
@@ -281,12 +317,15 @@ def _quality(args, data_cfg, split: str, which, fake_fn) -> dict:
     from genart_jax import quality
     from genart_jax.classifier import ClassifierError
     from genart_jax.data import read_split
+    from genart_jax.data.pipeline import split_length
 
     if args.num is not None and args.num <= 0:  # before anything is loaded
         raise _UsageError(f"--num must be positive, got {args.num}")
+    if args.limit is not None and args.limit <= 0:
+        raise _UsageError(f"--limit must be positive, got {args.limit}")
     net = quality.feature_network(data_cfg, args.classifier, args.extractor,
                                   args.extractor_params, args.extractor_kwargs)
-    real, _ = read_split(data_cfg, split, args.limit)
+    real, _ = read_split(data_cfg, split, args.limit, seed=args.subset_seed)
     num = len(real) if args.num is None else args.num  # --num 0 is an error, not "all"
     if num <= 0:
         raise _UsageError(f"no real images in split {split} to compare with")
@@ -299,12 +338,24 @@ def _quality(args, data_cfg, split: str, which, fake_fn) -> dict:
         raise _UsageError(str(e)) from e
     return {"features": net.name, "features_fingerprint": net.fingerprint,
             "real_split": split, "real_images": len(real),
-            "generated_images": num, **result}
+            "real_split_images": split_length(data_cfg, split), "subset_seed": args.subset_seed,
+            "generated_images": len(fake), **result}
+
+
+def _drawn(num: int, total: int, seed: int) -> str:
+    """How many images of a split were scored: all, or a seeded draw of some."""
+    if num >= total:
+        return f"{num} images"
+    return f"{num} of {total} images, a random draw with --subset-seed {seed}"
 
 
 def _print_quality(result: dict, what: str) -> None:
-    print(f"{what} ({result['generated_images']} images) vs {result['real_split']} split "
-          f"({result['real_images']} images):")
+    made = f"{result['generated_images']} images"
+    if "reference_split_images" in result:
+        made = _drawn(result["generated_images"], result["reference_split_images"],
+                      result["subset_seed"])
+    real = _drawn(result["real_images"], result["real_split_images"], result["subset_seed"])
+    print(f"{what} ({made}) vs {result['real_split']} split ({real}):")
     for key, val in result.items():
         if key.startswith(("FID", "KID", "precision", "recall")):
             print(f"  {key}: {val:.6g}" if key.startswith("KID") else f"  {key}: {val:.4f}")
@@ -354,13 +405,19 @@ def _add_eval(sub) -> None:
     src.add_argument("--reference", metavar="SPLIT", default=None,
                      help="no model: score the real images of SPLIT against the held-out "
                           "split (a real-vs-real baseline; data from --data/--image-size/"
-                          "--channels)")
+                          "--channels); its images are a seeded random draw (--subset-seed) "
+                          "of as many as the held-out ones (or --num)")
     v.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     v.add_argument("--samples", type=int, default=None,
                    help="VAE: K importance samples (default: config vae.eval_samples)")
     v.add_argument("--split", default=None, help="held-out split of real images (default: "
                    "config vae.eval_split for a VAE, 'test' otherwise)")
-    v.add_argument("--limit", type=int, default=None, help="use the first N real images only")
+    v.add_argument("--limit", type=int, default=None,
+                   help="use N real images of the held-out split only: a seeded random draw "
+                        "over the whole split (--subset-seed), not the first N")
+    v.add_argument("--subset-seed", type=int, default=0,
+                   help="seed of every random subset of a split scored (--limit, "
+                        "--reference); reported with the results (default 0)")
     v.add_argument("--metrics", default=None,
                    help="comma-separated subset of fid,kid,pr (default: all for a GAN or "
                         "--reference; none for a VAE)")
@@ -383,9 +440,14 @@ def _add_eval(sub) -> None:
     v.add_argument("--no-ema", action="store_true",
                    help="GAN: the raw generator weights instead of their moving average")
     v.add_argument("--data", default="digits", help="--reference: dataset name")
-    v.add_argument("--image-size", type=int, default=32, help="--reference: image size")
-    v.add_argument("--channels", type=int, default=1, choices=(1, 3),
-                   help="--reference: channels")
+    v.add_argument("--data_dir", default="", help="--reference: prepared data (default: "
+                   "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    v.add_argument("--image-size", type=int, default=None,
+                   help="--reference: image size (default: the prepared data's, 32 for "
+                        "digits and TFDS data)")
+    v.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="--reference: channels (default: the prepared data's, 1 for digits "
+                        "and TFDS data)")
 
 
 def _eval(args) -> int:
@@ -393,6 +455,7 @@ def _eval(args) -> int:
 
     from genart_jax import quality
     from genart_jax.data import read_split
+    from genart_jax.data.pipeline import split_length
     from genart_jax.train import vae
 
     try:
@@ -400,17 +463,18 @@ def _eval(args) -> int:
     except ValueError as e:
         raise _UsageError(str(e)) from e
     if args.reference:
-        data_cfg = _data_config(args.data, args.image_size, args.channels)
+        data_cfg = _data_config(args.data, args.image_size, args.channels, args.data_dir)
         split = args.split or "test"
         if split == args.reference:
             raise _UsageError(f"--reference {split} is the held-out split itself; compare "
                               f"another split (e.g. --reference train)")
 
-        def real_images(num):
-            images, _ = read_split(data_cfg, args.reference, num)
+        def real_images(num):  # a seeded draw over the whole split, not its first files
+            images, _ = read_split(data_cfg, args.reference, num, seed=args.subset_seed)
             return images
 
         result = {"reference_split": args.reference,
+                  "reference_split_images": split_length(data_cfg, args.reference),
                   **_quality(args, data_cfg, split, which or quality.metrics.METRICS,
                              real_images)}
         _print_quality(result, f"{args.reference} split")
@@ -423,10 +487,14 @@ def _eval(args) -> int:
         k = args.samples or cfg.vae.eval_samples
         if k <= 0:
             raise _UsageError(f"--samples must be positive, got {k}")
-        images, labels = read_split(cfg.data, split, args.limit)
-        result.update(split=split, likelihood=cfg.vae.likelihood,
+        if args.limit is not None and args.limit <= 0:
+            raise _UsageError(f"--limit must be positive, got {args.limit}")
+        images, labels = read_split(cfg.data, split, args.limit, seed=args.subset_seed)
+        total = split_length(cfg.data, split)
+        result.update(split=split, likelihood=cfg.vae.likelihood, split_images=total,
+                      subset_seed=args.subset_seed,
                       **vae.evaluate(cfg, state.params, images, labels, k=k))
-        print(f"step {step}, {split} split ({result['examples']} images, "
+        print(f"step {step}, {split} split ({_drawn(len(images), total, args.subset_seed)}, "
               f"{cfg.vae.likelihood} likelihood): -ELBO {result['neg_elbo_nats']:.2f} nats "
               f"({result['neg_elbo_bits_per_dim']:.4f} bits/dim); -IWAE(K={k}) "
               f"{result['neg_iwae_nats']:.2f} nats ({result['neg_iwae_bits_per_dim']:.4f} "
@@ -703,12 +771,15 @@ def _prepare(args) -> int:
                             strict=args.strict, test_fraction=args.test_fraction,
                             overwrite=args.overwrite)
     size, channels = report["size"], report["channels"]  # the data on disk
+    where = f" --config.data.data_dir={args.data_dir}" if args.data_dir else ""
+    flag = f" --data_dir {args.data_dir}" if args.data_dir else ""
     print(f"{report['name']}: {report['images']} images of {size}x{size}x"
           f"{channels} ({', '.join(f'{n} {s}' for s, n in report['splits'].items())}), "
           f"{len(report['skipped'])} skipped, classes {report['classes']}; "
           f"report {report['data_dir']}/{report['name']}/{REPORT}. Train with --config."
-          f"data.name={report['name']} --config.data.channels={channels} "
-          f"--config.data.image_size={size}")
+          f"data.name={report['name']}{where} (size and channels come from its "
+          f"prepared.json, as for `genart train-features --data {report['name']}{flag}` and "
+          f"`genart eval --reference train --data {report['name']}{flag}`)")
     for item in report["skipped"][:10]:
         print(f"  skipped {item['file']}: {item['reason']}")
     return 0

@@ -15,7 +15,7 @@ from genart_jax.data import (
     to_model_input,
 )
 from genart_jax.data.digits import digits_arrays
-from genart_jax.data.pipeline import advance, batches_per_epoch
+from genart_jax.data.pipeline import advance, batches_per_epoch, subset_indices
 from tests.conftest import tiny_config
 
 
@@ -165,7 +165,32 @@ def test_resized_data_lie_on_bin_centres():
     np.testing.assert_allclose(k, np.rint(k), atol=1e-4, rtol=0)
     assert len(np.unique(k.round())) > 100  # a resize, not a copy of 0/255 only
     evaluated, _ = read_split(tiny_config("dcgan").data, "train", limit=50)  # the host twin
-    np.testing.assert_array_equal(evaluated, to_model_range_np(images[:50]))
+    np.testing.assert_array_equal(evaluated,
+                                  to_model_range_np(images[subset_indices(len(images), 50)]))
+
+
+def test_a_limit_is_a_seeded_draw_over_the_whole_split():
+    """`limit` examples of a split: sorted distinct indices drawn uniformly with
+    default_rng(seed), not the first ones in file order; the whole split without a limit."""
+    np.testing.assert_array_equal(subset_indices(10), np.arange(10))
+    np.testing.assert_array_equal(subset_indices(10, 10), np.arange(10))
+    np.testing.assert_array_equal(subset_indices(10, 25, seed=3), np.arange(10))
+    draw = subset_indices(1000, 100, seed=0)
+    np.testing.assert_array_equal(
+        draw, np.sort(np.random.default_rng(0).choice(1000, 100, replace=False)))
+    assert len(np.unique(draw)) == 100 and np.all(np.diff(draw) > 0)
+    assert draw.max() > 900 and draw.min() < 100  # spread over the whole split
+    np.testing.assert_array_equal(draw, subset_indices(1000, 100, seed=0))  # reproducible
+    assert not np.array_equal(draw, subset_indices(1000, 100, seed=1))
+    # Over many seeds each example is drawn about limit / n of the time (uniform).
+    counts = np.bincount(np.concatenate([subset_indices(20, 5, s) for s in range(4000)]),
+                         minlength=20)
+    np.testing.assert_allclose(counts / 4000, 0.25, atol=0.03)
+    data = tiny_config("dcgan").data
+    first, _ = read_split(data, "test", limit=30, seed=0)
+    whole, _ = read_split(data, "test")
+    np.testing.assert_array_equal(first, whole[subset_indices(300, 30, seed=0)])
+    assert not np.array_equal(first, whole[:30])
 
 
 def test_epoch_permutation_is_computed_once_per_epoch():

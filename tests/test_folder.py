@@ -128,7 +128,9 @@ def test_prepare_again_differently_refuses_or_rebuilds_with_overwrite(tmp_path, 
     assert main(["prepare", "folder", str(other), "--name", "art", "--data_dir", data,
                  "--size", "12", "--overwrite"]) == 0
     out = capsys.readouterr().out
-    assert "art: 1 images of 12x12x3" in out and "--config.data.image_size=12" in out
+    assert "art: 1 images of 12x12x3" in out
+    assert (f"Train with --config.data.name=art --config.data.data_dir={data} (size and "
+            f"channels come from its prepared.json" in out) and "image_size" not in out
     assert len(open_source("art", "train", data)) == 1
 
 
@@ -146,6 +148,50 @@ def test_a_config_that_disagrees_with_the_prepared_data_names_both(tmp_path):
         with pytest.raises(DataError, match="prepared at 8x8x3 from .*asks data.image_size=16 "
                                             "data.channels=3.*--size 16 --channels 3"):
             make_input(cfg.data, global_batch=4, seed=0)
+
+
+def test_commands_default_to_the_prepared_size_and_channels(tmp_path, capsys):
+    """Size and channels come from prepared.json unless set; a set value that disagrees is the
+    one-line error; datasets without prepared.json (digits) keep the config's values."""
+    from genart_jax import cli
+    from genart_jax.config import load_config
+    from genart_jax.data import make_input
+    from genart_jax.data.defaults import data_shape
+
+    src = make_folder(tmp_path / "art")
+    data = str(tmp_path / "data")
+    prepare_folder(src, "art", data_dir=data, size=8)  # 3 channels
+    assert data_shape("art", data) == (8, 3)
+    assert data_shape("art", data, image_size=16) == (16, 3)
+    assert data_shape("art", data, channels=1) == (8, 1)
+    assert data_shape("digits") == (32, 1) and data_shape("digits", default=(28, 1)) == (28, 1)
+    flags = cli._data_config("art", data_dir=data)  # train-features, train-classifier, eval
+    assert (flags.image_size, flags.channels, flags.data_dir) == (8, 3, data)
+    assert (cli._data_config("digits").image_size, cli._data_config("digits").channels) == (
+        32, 1)
+
+    overrides = {"data.name": "art", "data.data_dir": data}
+    recipe = load_config("dcgan_digits", overrides)  # the recipe says 32x32x1
+    cfg = cli._with_prepared_shape(recipe, overrides)
+    assert (cfg.data.image_size, cfg.data.channels) == (8, 3)
+    assert ("Data: data.image_size=8 data.channels=3 from the prepared.json of 'art' (the "
+            "recipe has 32 and 1;" in capsys.readouterr().out)
+    make_input(cfg.data, global_batch=4, seed=0)  # reads without a mismatch error
+    set_one = {**overrides, "data.channels": "1"}  # set by the user: kept, and an error
+    cfg = cli._with_prepared_shape(load_config("dcgan_digits", set_one), set_one)
+    assert (cfg.data.image_size, cfg.data.channels) == (8, 1)
+    with pytest.raises(DataError, match="^[^\n]*prepared at 8x8x3 .*asks data.image_size=8 "
+                                        "data.channels=1[^\n]*$"):
+        make_input(cfg.data, global_batch=4, seed=0)
+    digits = load_config("dcgan_digits")
+    assert cli._with_prepared_shape(digits, {}) is digits  # no prepared.json: the recipe's
+    # A recipe whose model cannot take the prepared size says where the size came from.
+    assert main(["train", "--workdir", str(tmp_path / "run"), "--config", "r3gan_folder64",
+                 "--config.data.name=art", f"--config.data.data_dir={data}"]) == 2
+    err = capsys.readouterr().err
+    assert ("r3gan at 8 px" in err and "(data.image_size=8 from the prepared.json of 'art'; "
+            "the recipe has 64: take a recipe for that size" in err and err.count("\n") == 1)
+    assert not (tmp_path / "run").exists()
 
 
 def test_prepare_folder_errors(tmp_path):
@@ -187,9 +233,21 @@ def test_a_standard_tfds_name_reads_through_mock_data():
     # data are not seen by workers).
     cfg = load_config("vae_mnist", {"data.image_size": "28", "data.cache": "false",
                                       "data.workers": "0"})
-    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+    asked = []
+
+    def mnist_like(builder, split, **kwargs):
+        """`builder.as_data_source` under mock_data: 40 MNIST-shaped examples as a plain
+        sequence (TFDS's own mock source has a `__getitems__` that cannot be called)."""
+        asked.append((builder.name, split))
+        rng = np.random.default_rng(0)
+        return [{"image": rng.integers(0, 256, (28, 28, 1), dtype=np.uint8), "label": i % 10}
+                for i in range(40)]
+
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE,
+                                as_data_source_fn=mnist_like):
         it, n = make_input(cfg.data, global_batch=8, seed=0)
         batch, _ = next(it)
+    assert asked == [("mnist", "train")]
     assert n == 40 and batch["image"].shape == (1, 8, 28, 28, 1)
     assert batch["image"].dtype == np.uint8
 
@@ -203,12 +261,14 @@ def test_prepare_folder_then_train_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "13 images of 16x16x3 (12 train, 1 test)" in proc.stdout, proc.stdout
     assert "2 skipped" in proc.stdout
+    # No size or channel flag: 16x16x3 come from prepared.json, over the recipe's 32x32x1.
     proc = run_genart(["train", "--workdir", str(tmp_path / "run"), "--steps", "4",
                        "--config.data.name=my_art", f"--config.data.data_dir={data}",
-                       "--config.data.channels=3", "--config.data.image_size=16",
                        "--config.train.batch_size=8", "--config.model.g_width=8",
                        "--config.model.d_width=8", "--config.augment.diffaugment=translation",
                        "--config.augment.flip=true"])
     assert proc.returncode == 0, proc.stderr
+    assert ("Data: data.image_size=16 data.channels=3 from the prepared.json of 'my_art'"
+            in proc.stdout)
     assert "on my_art (12 images, 16x16x3)" in proc.stdout
     assert (tmp_path / "run" / "samples" / "final.png").is_file()

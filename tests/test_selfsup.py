@@ -15,6 +15,7 @@ from genart_jax import degrade, metrics, selfsup
 from genart_jax.classifier import ClassifierError
 from genart_jax.config import load_config
 from genart_jax.data import read_split
+from genart_jax.data.pipeline import subset_indices
 from tests.test_cli import run_genart
 
 TINY_SSL = dict(steps=120, batch_size=32, width=8, feature_dim=32, projection_dim=16)
@@ -218,3 +219,91 @@ def test_train_features_bad_input_exits_2(capsys, tmp_path):
     assert "--augment: unknown DiffAugment policy ['blur']" in capsys.readouterr().err
     assert main(["train-features", "--batch-size", "1", "--out", str(tmp_path)]) == 2
     assert "the batch at least 2" in capsys.readouterr().err
+
+
+KINDS = {"a_red_discs": ((220, 40, 40), (30, 30, 30)), "b_blue_squares": ((40, 60, 220),
+          (230, 230, 230)), "c_green_stripes": ((40, 200, 60), (90, 60, 30)),
+          "d_yellow_bars": ((230, 220, 40), (40, 40, 120))}
+
+
+def make_kinds_folder(root, n_per_kind=100, size=16, seed=0):
+    """Four kinds of picture in folders whose names sort by kind (so a prepared split lists
+    one kind after another, like a real folder whose file names group kinds): each kind its
+    own colours (jittered) and shape (random position and size)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for kind, (name, (fg, bg)) in enumerate(KINDS.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(n_per_kind):
+            cy, cx, r = rng.uniform(4, size - 4, 2).tolist() + [rng.uniform(2.5, 5)]
+            period = rng.integers(3, 6)
+            mask = [(yy - cy) ** 2 + (xx - cx) ** 2 < r * r,
+                    (abs(yy - cy) < r) & (abs(xx - cx) < r),
+                    (yy // period) % 2 == 0, (xx // period) % 2 == 0][kind]
+            f, b = (np.clip(np.add(c, rng.integers(-30, 31, 3)), 0, 255) for c in (fg, bg))
+            img = np.where(mask[..., None], f, b).astype(np.uint8)
+            Image.fromarray(img).save(root / name / f"{name[0]}_{i:03d}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_the_real_vs_real_floor_is_a_seeded_draw_over_a_folder_sorted_by_kind(
+        tmp_path, monkeypatch, capsys):
+    """A folder whose sorted paths group its kinds (`make_kinds_folder`), prepared at 16x16x3
+    and then used with no size or channel flag: `train-features`, `eval --reference` and
+    `train-classifier` take 16x16x3 from prepared.json. The reference images are a seeded
+    draw over the whole train split, so the real-vs-real FID sits below that of a worse
+    "model" (the drawn images blurred) and far below that of the first train images in file
+    order (nearly all one kind)."""
+    from genart_jax import cli
+
+    make_kinds_folder(tmp_path / "art")
+    data = str(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["prepare", "folder", "art", "--name", "kinds", "--size", "16",
+                     "--labels-from-subfolders", "--test-fraction", "0.25",
+                     "--data_dir", data]) == 0
+    assert "(300 train, 100 test)" in capsys.readouterr().out
+    assert cli.main(["train-features", "--data", "kinds", "--data_dir", data, "--steps", "60",
+                     "--batch-size", "32", "--width", "8", "--feature-dim", "32",
+                     "--no-progress"]) == 0
+    assert "kinds SimCLR encoder (16x16x3, " in capsys.readouterr().out
+
+    def reference(*flags):
+        assert cli.main(["eval", "--reference", "train", "--data", "kinds", "--data_dir",
+                         data, "--metrics", "fid", *flags]) == 0
+        out = capsys.readouterr().out
+        return out, json.loads(out.strip().splitlines()[-1])
+
+    out, result = reference()
+    assert ("train split (100 of 300 images, a random draw with --subset-seed 0) vs test split "
+            "(100 images):" in out)
+    assert (result["subset_seed"], result["reference_split_images"], result["real_images"],
+            result["real_split_images"], result["generated_images"]) == (0, 300, 100, 100, 100)
+    floor = result["FID (kinds SimCLR encoder features)"]
+
+    cfg = cli._data_config("kinds", data_dir=data)
+    assert (cfg.image_size, cfg.channels) == (16, 3)
+    enc = selfsup.load_encoder(tmp_path / "runs" / "features_kinds_16")
+    train, kinds = read_split(cfg, "train")
+    test, _ = read_split(cfg, "test")
+    assert list(np.bincount(kinds[:100])) == [75, 25]  # file order: the first kinds only
+    drawn = subset_indices(len(train), 100, seed=0)
+    assert np.bincount(kinds[drawn]).min() >= 15  # the draw holds every kind
+    ref = enc.features(test)
+    assert floor == pytest.approx(metrics.fid(ref, enc.features(train[drawn])), rel=1e-4)
+    first = metrics.fid(ref, enc.features(train[:100]))
+    worse = metrics.fid(ref, enc.features(degrade.blur(train[drawn], 1.0)))
+    # Measured here: floor 2.05, blurred 5.98, first 100 in file order 10.24. With the first
+    # 100 in file order as the reference draw (the old `--limit`), floor == first: it fails.
+    assert floor < worse < first and 3 * floor < first, (floor, worse, first)
+    out, other = reference("--subset-seed", "1", "--limit", "80")  # another draw, reported
+    assert "(80 of 300 images, a random draw with --subset-seed 1) vs test split (80 of 100 " \
+           "images, a random draw with --subset-seed 1)" in out
+    assert other["subset_seed"] == 1 and 3 * other["FID (kinds SimCLR encoder features)"] < first
+
+    assert cli.main(["train-classifier", "--data", "kinds", "--data_dir", data, "--steps",
+                     "30", "--batch-size", "32", "--width", "8", "--feature-dim", "32",
+                     "--no-progress"]) == 0
+    assert "kinds classifier (16x16x3, 4 classes" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "classifier_kinds_16" / "classifier.json").is_file()

@@ -177,8 +177,9 @@ def stored_shape(source: Any) -> tuple[int, int, int]:
 
 
 def check_prepared(source: Any, data_cfg: Any) -> None:
-    """A dataset prepared by `genart prepare folder` records its size and channels; a config
-    that disagrees is a one-line DataError naming both."""
+    """A dataset prepared by `genart prepare folder` records its size and channels (the
+    commands' defaults: `data.defaults`); a config that disagrees is a one-line DataError
+    naming both."""
     record = getattr(source, "record", None)
     if record is None:
         return
@@ -188,10 +189,10 @@ def check_prepared(source: Any, data_cfg: Any) -> None:
         raise DataError(
             f"dataset '{record['name']}' was prepared at {have[0]}x{have[0]}x{have[1]} from "
             f"{record['source']}, but the config asks data.image_size={want[0]} "
-            f"data.channels={want[1]}; set --config.data.image_size={have[0]} "
-            f"--config.data.channels={have[1]}, or prepare it again: genart prepare folder "
-            f"{record['source']} --name {record['name']} --size {want[0]} --channels {want[1]} "
-            f"--overwrite")
+            f"data.channels={want[1]}; leave the size and channels unset (they default to the "
+            f"prepared ones) or set them to {have[0]} and {have[1]}, or prepare it again: "
+            f"genart prepare folder {record['source']} --name {record['name']} --size "
+            f"{want[0]} --channels {want[1]} --overwrite")
 
 
 def check_streamable(source: Any, data_cfg: Any) -> None:
@@ -323,24 +324,43 @@ def load_cached(data_cfg: Any) -> tuple[np.ndarray, np.ndarray]:
     return read_split_pixels(data_cfg, data_cfg.split)
 
 
-def read_split_pixels(data_cfg: Any, split: str, limit: int | None = None
+def subset_indices(n: int, limit: int | None = None, seed: int = 0) -> np.ndarray:
+    """The examples of a split of `n` that a `limit` selects: all of them in file order (no
+    limit, or one of at least `n`), else `limit` drawn uniformly without replacement from the
+    whole split with `numpy.random.default_rng(seed)`, in increasing order. Not the first
+    `limit` in file order: a folder is prepared in sorted path order, so its first files are
+    often one kind of picture."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max(int(limit), 0),
+                                                      replace=False))
+
+
+def split_length(data_cfg: Any, split: str) -> int:
+    """The number of examples in `split` of the config's dataset."""
+    from genart_jax.data.sources import open_source
+
+    return len(open_source(data_cfg.name, split, data_cfg.data_dir))
+
+
+def read_split_pixels(data_cfg: Any, split: str, limit: int | None = None, seed: int = 0
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """A whole split (or its first `limit` examples) in file order at the training size, one
-    conversion on the 8-bit grid: (images uint8 (N, S, S, C), labels int32 (N,))."""
+    """A whole split, or the seeded random `limit` of it that `subset_indices(n, limit, seed)`
+    draws, at the training size, one conversion on the 8-bit grid: (images uint8 (N, S, S,
+    C), labels int32 (N,))."""
     from genart_jax.data.sources import open_source, read_examples
 
     source = open_source(data_cfg.name, split, data_cfg.data_dir)
     check_prepared(source, data_cfg)
-    n = len(source) if limit is None else min(limit, len(source))
-    images, labels = read_examples(source, np.arange(n))
+    images, labels = read_examples(source, subset_indices(len(source), limit, seed))
     return to_training_pixels(images, data_cfg.image_size, data_cfg.channels), labels
 
 
-def read_split(data_cfg: Any, split: str, limit: int | None = None
+def read_split(data_cfg: Any, split: str, limit: int | None = None, seed: int = 0
                ) -> tuple[np.ndarray, np.ndarray]:
     """`read_split_pixels` scaled like the model's input, for evaluation on the host: (images
     float32 (N, S, S, C) in [-1, 1], labels int32 (N,))."""
-    images, labels = read_split_pixels(data_cfg, split, limit)
+    images, labels = read_split_pixels(data_cfg, split, limit, seed)
     return to_model_range_np(images), labels
 
 

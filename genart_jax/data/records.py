@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from genart_jax.data.sources import DataError
+from genart_jax.data.errors import DataError
 
 RECORD = "prepared.json"
 FORMAT = "genart-raw-uint8-v1"

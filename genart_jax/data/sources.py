@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from genart_jax.data.errors import DataError
+from genart_jax.data.records import RawSource, read_record
+
 EMBEDDED = ("digits",)
-
-
-class DataError(RuntimeError):
-    """A dataset that cannot be read as asked: not prepared, unknown split, bad images..."""
 
 
 def resolve_data_dir(data_dir: str = "") -> Path:
@@ -86,13 +85,17 @@ def tfds_builder(name: str, root: Path):
         raise DataError(f"unknown TFDS dataset '{name}': {e}") from e
 
 
+def prepared_record(name: str, data_dir: str = "") -> dict[str, Any] | None:
+    """The `prepared.json` of dataset `name` (prepared by `genart prepare folder`) under the data
+    dir, or None: the embedded digits, a TFDS dataset, or nothing prepared under that name."""
+    return read_record(resolve_data_dir(data_dir) / name)
+
+
 def open_source(name: str, split: str, data_dir: str = "") -> Sequence[dict[str, Any]]:
     """A random-access sequence of examples {"image": uint8 (H, W, C), "label": int, ...}."""
 
     root = resolve_data_dir(data_dir)
-    from genart_jax.data.records import RawSource, read_record
-
-    record = read_record(root / name)
+    record = prepared_record(name, data_dir)
     if record is not None:  # prepared by `genart prepare folder`: raw uint8 records
         return RawSource(root / name, record, split)
     if name in EMBEDDED:
@@ -125,12 +128,7 @@ def read_examples(source: Sequence[dict[str, Any]], indices: np.ndarray
     keys = [int(i) for i in indices]
     getitems = getattr(source, "__getitems__", None)
     try:
-        try:
-            records = getitems(keys) if getitems else None
-        except TypeError:  # a source whose batch read has another signature (TFDS mock data)
-            records = None
-        if records is None:
-            records = [source[k] for k in keys]
+        records = getitems(keys) if getitems else [source[k] for k in keys]
     except (RuntimeError, OSError) as e:  # array_record's reader on a truncated/garbled shard
         info = getattr(source, "dataset_info", None)
         where = getattr(info, "data_dir", None) or "the prepared dataset"
