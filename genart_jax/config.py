@@ -58,8 +58,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.channels = 1
     c.data.cache = True  # keep the preprocessed split in host memory (small datasets)
     c.data.prefetch = 2  # batches prepared ahead on a background thread (and per worker)
-    # streaming reader processes: a count, 0 (read on the prefetch thread) or "auto" (from the
-    # host's cores: genart_jax.data.pipeline.auto_workers); none when data.cache=true
+    # streaming reader processes: a count, 0 (read on the prefetch thread) or "auto" (none on
+    # 1-2 cores, else half the cores, at most 16: data.pipeline.auto_workers); none when cached
     c.data.workers = ml_collections.FieldReference("auto", field_type=object)
     # keep the whole (cached) split on the devices, gather there: "auto" | "true" | "false";
     # auto: when it takes at most on_device_fraction of the smallest device's memory (not on CPU)

@@ -141,7 +141,7 @@ def test_data_workers_is_a_count_or_auto():
     assert apply_overrides(two, {"data.workers": "auto"}).data.workers == "auto"
     with pytest.raises(ConfigError, match="data.workers' must be a count or 'auto'"):
         tiny_config("dcgan", **{"data.workers": "many"})
-    assert [auto_workers(c) for c in (1, 2, 3, 16, 64, 200)] == [0, 1, 1, 8, 16, 16]
+    assert [auto_workers(c) for c in (1, 2, 3, 4, 16, 64, 200)] == [0, 0, 1, 2, 8, 16, 16]
     streamed = tiny_config("dcgan", **{"data.cache": "false"}).data
     assert resolve_workers(streamed, cores=16) == 8
     assert resolve_workers(tiny_config("dcgan").data, cores=16) == 0  # cached: no workers

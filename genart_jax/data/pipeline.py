@@ -218,12 +218,13 @@ def available_cores() -> int:
 
 
 def auto_workers(cores: int) -> int:
-    """data.workers=auto: half the host's cores read (the other half is the training process's:
-    its Python loop, XLA's dispatch and copies, checkpoint writers), at most 16: one worker per
-    2 cores, so 1 on 2 cores and 8 on 16. Measured on 2 cores: 1 worker is at least the in-process
-    rate at 64 and 256 px (docs/input_pipeline.md); each worker reads about one core's worth
-    (~3,600-5,000 img/s at 256 px, batch 128)."""
-    return max(0, min(16, cores // 2))
+    """data.workers=auto: none on 1-2 cores, else half the host's cores, at most 16 (4 cores:
+    2, 16 cores: 8). The other half is the training process's (its Python loop, XLA's dispatch
+    and copies, checkpoint writers). On the shared 2-core machine (load 13-18) workers bought
+    nothing over in-process reading, which has no spare core to take from
+    (benchmarks/results/cpu-2core-workers); each worker reads about one core's worth (~3,600
+    img/s at 256 px, ~30,000 at 64 px, on a quiet core)."""
+    return 0 if cores <= 2 else min(16, cores // 2)
 
 
 def resolve_workers(data_cfg: Any, cores: int | None = None) -> int:
