@@ -63,7 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.channels = 1
     c.data.cache = True  # keep the preprocessed split in host memory (small datasets)
     c.data.prefetch = 2  # batches prepared ahead on a background thread (and per worker)
-    c.data.workers = 0  # streaming reader processes (grain); 0: read on the prefetch thread
+    # streaming reader processes: a count, 0 (read on the prefetch thread) or "auto" (none on
+    # 1-2 cores, else half the cores, at most 16: data.pipeline.auto_workers); none when cached
+    c.data.workers = ml_collections.FieldReference("auto", field_type=object)
     # keep the whole (cached) split on the devices, gather there: "auto" | "true" | "false";
     # auto: when it takes at most on_device_fraction of the smallest device's memory (not on CPU)
     # (typed `object`, so a recipe written when it was a bool, `= True`, still loads; validate
@@ -181,7 +183,14 @@ def _type_ok(default: Any, value: Any) -> bool:
 
 def _legacy_value(key: str, value: Any) -> Any:
     """data.on_device was a bool before "auto": saved configs and recipes with True/False (and
-    overrides spelled True/False) keep their meaning."""
+    overrides spelled True/False) keep their meaning. data.workers is a count or "auto": a
+    count given as text ("2", an override) becomes the int."""
+    if key == "data.workers" and isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            return text if text == "auto" else int(text)
+        except ValueError:
+            return value
     if key == "data.on_device":
         if isinstance(value, bool):
             return "true" if value else "false"
@@ -197,7 +206,11 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for key, value in flat.items():
         if key not in schema:
             raise ConfigError(f"unknown config key '{key}'{_closest(key, schema)}")
-        if not _type_ok(schema[key], value):
+        if key == "data.workers":  # a count or "auto"
+            if value != "auto" and not _type_ok(0, value):
+                raise ConfigError(f"config key 'data.workers' must be a count or 'auto', got "
+                                  f"{value!r}")
+        elif not _type_ok(schema[key], value):
             raise ConfigError(
                 f"config key '{key}' must be {type(schema[key]).__name__}, "
                 f"got {value!r} ({type(value).__name__})"
@@ -220,6 +233,8 @@ def _set(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
     for p in parents:
         node = node[p]
     with node.unlocked():
+        if dotted == "data.workers" and leaf in node:  # a count or "auto": either may replace
+            del node[leaf]  # the other (a copy made by to_dict() typed the field by its value)
         node[leaf] = value
 
 
@@ -290,7 +305,8 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
         parse_policy(flat["augment.diffaugment"])
     except ValueError as e:
         raise ConfigError(f"config key 'augment.diffaugment': {e}") from e
-    if flat["data.workers"] < 0 or flat["data.prefetch"] < 0:
+    workers = 0 if flat["data.workers"] == "auto" else flat["data.workers"]
+    if workers < 0 or flat["data.prefetch"] < 0:
         raise ConfigError(f"data.workers and data.prefetch must be >= 0, got "
                           f"{flat['data.workers']}, {flat['data.prefetch']}")
     for key in ("model.num_classes", "vae.kl_warmup_steps", "vae.beta"):
@@ -362,6 +378,8 @@ def load_config(name_or_path: str | None = None,
 
 def parse_value(key: str, text: str, default: Any) -> Any:
     """Parse an override string by the type of the key's current value."""
+    if key == "data.workers":  # a count or "auto", either way round (validate decides)
+        return text
     try:
         if isinstance(default, bool):
             low = text.strip().lower()

@@ -208,15 +208,38 @@ def check_streamable(source: Any, data_cfg: Any) -> None:
             f"NAME --size {want[0]} --channels {want[2]})")
 
 
-def resolve_workers(data_cfg: Any) -> int:
-    """Reader processes for streaming: data.workers; none for cached data. The default is 0:
-    measured on 2 cores, grain's workers pickle each batch through a pipe, which at 128-256 px
-    costs more than reading raw records in-process (docs/input_pipeline.md)."""
-    return 0 if data_cfg.cache else int(data_cfg.workers)
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def auto_workers(cores: int) -> int:
+    """data.workers=auto: none on 1-2 cores, else half the host's cores, at most 16 (4 cores:
+    2, 16 cores: 8). The other half is the training process's (its Python loop, XLA's dispatch
+    and copies, checkpoint writers). On the shared 2-core machine (load 13-18) workers bought
+    nothing over in-process reading, which has no spare core to take from
+    (benchmarks/results/cpu-2core-workers); each worker reads about one core's worth (~3,600
+    img/s at 256 px, ~30,000 at 64 px, on a quiet core)."""
+    return 0 if cores <= 2 else min(16, cores // 2)
+
+
+def resolve_workers(data_cfg: Any, cores: int | None = None) -> int:
+    """Reader processes for streaming: data.workers, `auto_workers` of the host's cores for
+    "auto"; none for cached data (batches are slices of host memory)."""
+    if data_cfg.cache:
+        return 0
+    if data_cfg.workers == "auto":
+        return auto_workers(available_cores() if cores is None else cores)
+    return int(data_cfg.workers)
 
 
 class ReadBatches:
-    """Picklable, for grain worker processes: element k -> this process's block of `group`
+    """Picklable, for reader worker processes: element k -> this process's block of `group`
     consecutive global batches, counted from `start` (a linear batch number)."""
 
     def __init__(self, name: str, split: str, data_dir: str, n: int, *, global_batch: int,
@@ -230,48 +253,67 @@ class ReadBatches:
     def __getstate__(self):
         return dict(self.__dict__, _source=None)
 
+    def indices(self, k: int, g: int) -> np.ndarray:
+        """Example indices of batch g of element k."""
+        linear = self.start + int(k) * self.group + g
+        pos = Position(linear // self.per_epoch, linear % self.per_epoch)
+        return process_indices(self.seed, pos, self.n, self.global_batch, self.process_index,
+                               self.process_count)
+
+    def into(self, k: int, images: np.ndarray, labels: np.ndarray) -> None:
+        """Write element k into `images` uint8 (group, local, H, W, C) and `labels` int32
+        (group, local): a raw-record source reads straight into `images` (one copy)."""
+        from genart_jax.data.sources import open_source, read_examples
+
+        if self._source is None:
+            self._source = open_source(*self.spec)
+        for g in range(self.group):
+            idx = self.indices(k, g)
+            if hasattr(self._source, "read"):
+                _, y = self._source.read(idx, out=images[g])
+            else:
+                x, y = read_examples(self._source, idx)
+                images[g] = x
+            labels[g] = y
+
     def __call__(self, k: int) -> Batch:
         from genart_jax.data.sources import open_source, read_examples
 
         if self._source is None:
             self._source = open_source(*self.spec)
-        images, labels = [], []
-        for g in range(self.group):
-            linear = self.start + int(k) * self.group + g
-            pos = Position(linear // self.per_epoch, linear % self.per_epoch)
-            x, y = read_examples(self._source, process_indices(
-                self.seed, pos, self.n, self.global_batch, self.process_index,
-                self.process_count))
-            images.append(x)
-            labels.append(y)
-        return {"image": stack(images), "label": stack(labels)}
+        images, labels = zip(*(read_examples(self._source, self.indices(k, g))
+                               for g in range(self.group)), strict=True)
+        return {"image": stack(list(images)), "label": stack(list(labels))}
 
 
 class WorkerBatchIterator:
-    """The streaming iterator with grain worker processes: the same (batch, next_position)
-    stream as `BatchIterator` over the same source, for any worker count (grain keeps the
-    element order); its state is the position, so checkpoints are unchanged."""
+    """The streaming iterator with reader worker processes: the same (batch, next_position)
+    stream as `BatchIterator` over the same source, for any worker count (elements come back
+    in order); its state is the position, so checkpoints are unchanged. Batches are handed over
+    in shared memory (`genart_jax.data.workers.SharedMemoryPool`), `buffer` (at least 2)
+    elements in flight per worker. `shape`: one stored image's (H, W, C)."""
 
-    def __init__(self, read: ReadBatches, *, workers: int, buffer: int, position: Position):
-        import grain
-        from absl import flags
+    def __init__(self, read: ReadBatches, *, workers: int, buffer: int, position: Position,
+                 shape: tuple[int, int, int]):
+        from genart_jax.data.workers import SharedMemoryPool
 
-        if not flags.FLAGS.is_parsed():  # grain reads absl flags; our CLI parses none of its own
-            flags.FLAGS.mark_as_parsed()
         self.read, self.position = read, position
-        ds = grain.MapDataset.range(0, 2**40).map(read).to_iter_dataset()
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=workers, per_worker_buffer_size=max(1, buffer)))
-        self._it = iter(ds)
+        self._pool = SharedMemoryPool(read, workers=workers, slots=workers * max(2, buffer),
+                                      shape=shape,
+                                      local=read.global_batch // read.process_count)
 
     def __iter__(self) -> Iterator[tuple[Batch, Position]]:
         return self
 
     def __next__(self) -> tuple[Batch, Position]:
-        batch = next(self._it)
+        batch = next(self._pool)
         for _ in range(self.read.group):
             self.position = advance(self.position, self.read.per_epoch)
         return batch, self.position
+
+    def close(self) -> None:
+        """Stop the workers and free the shared memory (`prefetch` calls it when closed)."""
+        self._pool.close()
 
 
 def make_input(data_cfg: Any, *, global_batch: int, seed: int, group: int = 1,
@@ -286,7 +328,7 @@ def make_input(data_cfg: Any, *, global_batch: int, seed: int, group: int = 1,
     `on_device` (default: data.on_device == "true"; the loop passes `decide_on_device`'s
     answer) the iterator then yields example indices in place of images ({"image":
     int32 indices}), for the batch to be gathered on the device. Streaming (data.cache=false)
-    reads each batch from the files, in grain worker processes when data.workers > 0."""
+    reads each batch from the files, in reader worker processes when data.workers > 0."""
     from genart_jax.data.sources import open_source, read_examples
 
     if cached is None and data_cfg.cache:
@@ -312,7 +354,7 @@ def make_input(data_cfg: Any, *, global_batch: int, seed: int, group: int = 1,
                            start=position.epoch * batches_per_epoch(n, global_batch)
                            + position.batch, **kw)
         return WorkerBatchIterator(read, workers=workers, buffer=data_cfg.prefetch,
-                                   position=position), n
+                                   position=position, shape=stored_shape(source)), n
 
     def fetch(idx):
         return read_examples(source, idx)

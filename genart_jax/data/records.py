@@ -102,7 +102,11 @@ class RawSource:
     def __len__(self) -> int:
         return self.count
 
-    def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, indices: np.ndarray, out: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) of `indices`; the images are written into `out` (uint8
+        (k, S, S, C), e.g. a shared-memory slot of a reader worker) when given, else into a new
+        array."""
         keys = [int(i) for i in indices]
         try:
             blobs = self._source().__getitems__(keys)
@@ -116,8 +120,14 @@ class RawSource:
             bad = next(k for k, b in zip(keys, blobs, strict=True) if len(b) != self.nbytes)
             raise DataError(f"record {bad} of '{self.record['name']}' is not {self.nbytes} "
                             f"bytes (damaged files); prepare it again with --overwrite")
-        images = np.empty((len(keys), *self.shape), np.uint8)  # contiguous: one copy
-        flat = images.reshape(len(keys), -1)
+        if out is None:
+            out = np.empty((len(keys), *self.shape), np.uint8)  # contiguous: one copy
+        elif (out.shape != (len(keys), *self.shape) or out.dtype != np.uint8
+              or not out.flags.c_contiguous):
+            raise ValueError(f"out is {out.dtype} {out.shape}, not C-contiguous uint8 "
+                             f"{(len(keys), *self.shape)}")
+        images = out
+        flat = images.reshape(len(keys), -1)  # a view: `out` is C-contiguous
         for i, blob in enumerate(blobs):
             flat[i] = np.frombuffer(blob, np.uint8, offset=LABEL_BYTES)
         labels = np.array([int.from_bytes(b[:LABEL_BYTES], "little", signed=True)
