@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
+
+from genart_jax.small_train import fit, gradient_update, shuffled_batches
 
 PyTree = Any
 FORMAT = "genart_jax.classifier.v1"
@@ -160,15 +161,17 @@ class Extractor:
 
 
 def _xent_step(module: CNN, tx: optax.GradientTransformation):
+    """((params, opt_state), (images, labels)) -> (state, mean cross-entropy): `fit`'s step."""
     @jax.jit
-    def step(params, opt_state, x, y):
+    def step(state, batch):
+        x, y = batch
+
         def loss_fn(p):
             logits = module.apply({"params": p}, x)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        params, opt_state, loss = gradient_update(loss_fn, tx, *state)
+        return (params, opt_state), loss
     return step
 
 
@@ -218,24 +221,11 @@ def train_classifier(data_cfg: Any, out_dir: str | Path, *, steps: int = 500,
                  feature_dim=feature_dim)
     params = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, *x_train.shape[1:])))["params"]
     tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=1e-4)
-    opt_state = tx.init(params)
-    step = _xent_step(module, tx)
-    rng = np.random.default_rng(seed)
-    order, pos = rng.permutation(len(x_train)), 0
-    bar = tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True,
-               desc="classifier")
-    for _ in range(steps):
-        if pos + batch_size > len(order):
-            order, pos = rng.permutation(len(x_train)), 0
-        idx = order[pos:pos + batch_size]
-        pos += batch_size
-        x = _augment(rng, x_train[idx], max_shift)
-        params, opt_state, loss = step(params, opt_state, jnp.asarray(x),
-                                       jnp.asarray(y_train[idx]))
-        bar.update(1)
-        if bar.n % 50 == 0 or bar.n == steps:
-            bar.set_postfix(loss=f"{float(loss):.4f}")
-    bar.close()
+    rng = np.random.default_rng(seed)  # the batches, then each batch's shifts
+    batches = ((jnp.asarray(_augment(rng, x_train[idx], max_shift)), jnp.asarray(y_train[idx]))
+               for idx in shuffled_batches(rng, len(x_train), batch_size))
+    (params, _), _ = fit(_xent_step(module, tx), (params, tx.init(params)), batches, steps,
+                         progress=progress, desc="classifier")
     meta = {"format": FORMAT, "dataset": data_cfg.name, "train_split": train_split,
             "test_split": test_split, "image_size": int(data_cfg.image_size),
             "channels": int(data_cfg.channels), "num_classes": num_classes,

@@ -50,6 +50,7 @@ import optax
 from PIL import Image, ImageDraw, ImageFont
 
 from genart_jax import checkpoint, history, sampling
+from genart_jax.small_train import fit, gradient_update
 
 PyTree = Any
 SESSION = "session.json"
@@ -471,8 +472,9 @@ def distill(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree, dist:
     std = jnp.asarray(dist.std, jnp.float32)[None, :]
     tx = optax.adam(lr, b1=0.5)
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
-    def step(p, s, opt, key):
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step(state, key):
+        p, s, opt = state
         eps = jax.random.normal(key, (batch, mean.shape[1]))
         target = generator.apply(teacher_vars, mean + std * eps, train=False)
 
@@ -480,19 +482,16 @@ def distill(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree, dist:
             out, new_s = apply_train(generator, p, s, eps)
             return jnp.mean(jnp.square(out.astype(jnp.float32) - target)), new_s
 
-        (loss, s), grads = jax.value_and_grad(loss_fn, has_aux=True)(p)
-        updates, opt = tx.update(grads, opt, p)
-        return optax.apply_updates(p, updates), s, opt, loss
+        p, opt, (loss, s) = gradient_update(loss_fn, tx, p, opt, has_aux=True)
+        return (p, s, opt), loss
 
     p = jax.tree.map(jnp.array, params)
     s = jax.tree.map(jnp.array, stats)
-    opt, key, losses = tx.init(p), jax.random.PRNGKey(seed + 7_000_003), []
-    for i in range(steps):
-        p, s, opt, loss = step(p, s, opt, jax.random.fold_in(key, i))
-        losses.append(float(loss))
-        if progress is not None:
-            progress(i + 1, steps)
-    return jax.tree.map(np.asarray, p), jax.tree.map(np.asarray, s), losses
+    key = jax.random.PRNGKey(seed + 7_000_003)
+    (p, s, _), losses = fit(step, (p, s, tx.init(p)),
+                            (jax.random.fold_in(key, i) for i in range(steps)), steps,
+                            progress=progress)
+    return jax.tree.map(np.asarray, p), jax.tree.map(np.asarray, s), losses.tolist()
 
 
 def save_finetuned(out: Path, gen: CheckpointGenerator, params: PyTree, stats: PyTree,

@@ -42,7 +42,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from genart_jax import augment
 from genart_jax.classifier import (
@@ -54,6 +53,7 @@ from genart_jax.classifier import (
     restore_cnn,
     save_classifier,
 )
+from genart_jax.small_train import fit, gradient_update, shuffled_batches
 
 FORMAT = "genart_jax.features.v2"
 META_FILE = "features.json"
@@ -86,17 +86,18 @@ def two_views(key: jax.Array, x: jax.Array, policy: tuple[str, ...]) -> tuple[ja
 
 def _simclr_step(module: CNN, tx: optax.GradientTransformation, policy: tuple[str, ...],
                  temperature: float):
+    """((params, opt_state), (images, key)) -> (state, NT-Xent loss): `fit`'s step."""
     @jax.jit
-    def step(params, opt_state, x, key):
+    def step(state, batch):
+        x, key = batch
         v1, v2 = two_views(key, x, policy)
 
         def loss_fn(p):
             z = module.apply({"params": p}, jnp.concatenate([v1, v2]))
             return nt_xent(z[:len(x)], z[len(x):], temperature)
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        params, opt_state, loss = gradient_update(loss_fn, tx, *state)
+        return (params, opt_state), loss
     return step
 
 
@@ -180,26 +181,13 @@ def train_features(data_cfg: Any, out_dir: str | Path, *, steps: int = 1000,
                  feature_dim=feature_dim)
     params = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, *x_train.shape[1:])))["params"]
     tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps), weight_decay=1e-4)
-    opt_state = tx.init(params)
-    step = _simclr_step(module, tx, tuple(policy), temperature)
     rng, key = np.random.default_rng(seed), jax.random.PRNGKey(seed + 1)
-    order, pos, losses = rng.permutation(len(x_train)), 0, []
-    bar = tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True,
-               desc="features")
-    for i in range(steps):
-        if pos + batch_size > len(order):
-            order, pos = rng.permutation(len(x_train)), 0
-        idx = order[pos:pos + batch_size]
-        pos += batch_size
-        params, opt_state, loss = step(params, opt_state, jnp.asarray(x_train[idx]),
-                                       jax.random.fold_in(key, i))
-        losses.append(loss)
-        bar.update(1)
-        if bar.n % 50 == 0 or bar.n == steps:
-            bar.set_postfix(loss=f"{float(loss):.4f}")
-    bar.close()
-    first = float(np.mean(jax.device_get(losses[:20])))
-    last = float(np.mean(jax.device_get(losses[-20:])))
+    batches = ((jnp.asarray(x_train[idx]), jax.random.fold_in(key, i))
+               for i, idx in enumerate(shuffled_batches(rng, len(x_train), batch_size)))
+    (params, _), losses = fit(_simclr_step(module, tx, tuple(policy), temperature),
+                              (params, tx.init(params)), batches, steps, progress=progress,
+                              desc="features")
+    first, last = float(np.mean(losses[:20])), float(np.mean(losses[-20:]))
     if not np.isfinite(last):
         raise ClassifierError(f"SimCLR training diverged (loss {last}); lower --lr")
     scales = block_scales(module, params, x_train[:SCALE_IMAGES])
