@@ -2,7 +2,7 @@
 and DiffAugment (Zhao et al. 2020: colour, translation, cutout), which a GAN applies to real and
 generated images alike before the discriminator so that D cannot overfit a small dataset while
 G still gets gradients through the augmentation. Images are (H, W, C) in [-1, 1]; each function
-takes one example and its own key (vmapped over the batch by `augment_batch`).
+takes one example and its own key (vmapped over the batch by `flip_batch`, `augment_batch`).
 
 Adaptive augmentation (ADA; Karras et al. 2020, "Training Generative Adversarial Networks with
 Limited Data"): `ada_augment` applies each of ADA's pixel-blitting ops (x-flip, 90-degree
@@ -76,11 +76,13 @@ def diff_augment(key: jax.Array, x: jax.Array, policy: tuple[str, ...]) -> jax.A
     return x
 
 
-def augment_batch(keys: jax.Array, x: jax.Array, policy: tuple[str, ...],
-                  with_flip: bool = False) -> jax.Array:
-    """Per-example flip (optional) then DiffAugment with `policy`, one key per example."""
-    if with_flip:
-        x = jax.vmap(flip)(jax.vmap(lambda k: jax.random.fold_in(k, 99))(keys), x)
+def flip_batch(keys: jax.Array, x: jax.Array) -> jax.Array:
+    """Per-example horizontal flip with probability 1/2, one key per example."""
+    return jax.vmap(flip)(keys, x)
+
+
+def augment_batch(keys: jax.Array, x: jax.Array, policy: tuple[str, ...]) -> jax.Array:
+    """DiffAugment with `policy`, one key per example."""
     if policy:
         x = jax.vmap(lambda k, im: diff_augment(k, im, policy))(keys, x)
     return x

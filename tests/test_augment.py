@@ -49,7 +49,7 @@ def test_augment_batch_differs_per_example_and_is_differentiable():
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     x = jnp.broadcast_to(image(), (4, 16, 16, 3))
     policy = augment.parse_policy("color,translation,cutout")
-    y = augment.augment_batch(keys, x, policy, with_flip=True)
+    y = augment.augment_batch(keys, augment.flip_batch(keys, x), policy)
     assert y.shape == x.shape and not np.allclose(y[0], y[1])
     g = jax.grad(lambda v: jnp.sum(augment.augment_batch(keys, v, policy) ** 2))(x)
     assert np.all(np.isfinite(g)) and np.any(g != 0)

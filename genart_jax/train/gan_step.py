@@ -32,7 +32,7 @@ import optax
 from jax import lax
 
 from genart_jax import losses
-from genart_jax.augment import ada_adjust, ada_batch, augment_batch, overfitting_signal
+from genart_jax.augment import ada_adjust, ada_batch, augment_batch, flip_batch, overfitting_signal
 from genart_jax.data.convert import to_model_range
 from genart_jax.train.state import GANState
 from genart_jax.train.step_common import apply_train, example_keys, guard_nonfinite, named_key
@@ -124,9 +124,9 @@ def augment(c: GANStepConfig, x: Array, key: Array, real: bool, p: Array) -> Arr
         return x
     keys = example_keys(key, x.shape[0], c.axis_name)
     if c.flip and real:
-        x = augment_batch(keys, x, (), with_flip=True)
+        x = flip_batch(jax.vmap(lambda k: named_key(k, "flip"))(keys), x)
     if c.ada:
-        x = ada_batch(jax.vmap(lambda k: jax.random.fold_in(k, 7))(keys), x, p)
+        x = ada_batch(jax.vmap(lambda k: named_key(k, "ada"))(keys), x, p)
     return augment_batch(keys, x, c.diffaugment) if c.diffaugment else x
 
 
