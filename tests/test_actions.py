@@ -11,20 +11,7 @@ import numpy as np
 import pytest
 
 from genart_jax.data import Position
-from genart_jax.train.actions import (
-    InFlight,
-    LogMetrics,
-    MetricsWriter,
-    NonfinitePolicy,
-    SaveCheckpoint,
-    StopAgreement,
-    Throughput,
-    TimedSave,
-    TrainingDiverged,
-    WriteSamples,
-    every,
-    real_images,
-)
+from genart_jax.train import actions
 from tests.conftest import tiny_config
 
 
@@ -52,12 +39,13 @@ class Recorder:
 
 
 def test_every_is_false_for_a_period_of_zero():
+    every = actions.every
     assert every(10, 5) and not every(11, 5) and not every(10, 0) and not every(0, 0)
 
 
 def test_in_flight_waits_for_the_call_ahead_calls_back_and_never_the_newest():
     waited = []
-    in_flight = InFlight(ahead=2, wait=waited.append)
+    in_flight = actions.InFlight(ahead=2, wait=waited.append)
     for call in range(6):
         in_flight.launched(call)
         assert waited == list(range(max(0, call - 1))), call  # launched n: waited for n - 2
@@ -66,7 +54,7 @@ def test_in_flight_waits_for_the_call_ahead_calls_back_and_never_the_newest():
 
 def test_throughput_times_the_compile_apart_and_leaves_time_aside_out():
     clock = Clock()
-    t = Throughput(step=10, images_per_step=8, clock=clock)
+    t = actions.Throughput(step=10, images_per_step=8, clock=clock)
     clock.t += 30.0
     t.compiled(step=11)  # the first call: 30 s of compile
     assert t.compile_s == 30.0
@@ -80,10 +68,10 @@ def test_throughput_times_the_compile_apart_and_leaves_time_aside_out():
 
 
 def test_log_metrics_at_every_period_and_the_last_step(tmp_path):
-    writer = MetricsWriter(tmp_path / "metrics.jsonl", enabled=True)
+    writer = actions.MetricsWriter(tmp_path / "metrics.jsonl", enabled=True)
     tb, bar, clock = Recorder(), Recorder(), Clock()
-    log = LogMetrics(every=5, last_step=12, writer=writer, tb=tb, bar=bar,
-                     shown=("d_loss", "g_loss"), throughput=Throughput(0, 4, clock))
+    log = actions.LogMetrics(every=5, last_step=12, writer=writer, tb=tb, bar=bar,
+                     shown=("d_loss", "g_loss"), throughput=actions.Throughput(0, 4, clock))
     assert [s for s in range(1, 13) if log.due(s)] == [5, 10, 12]
     clock.t += 2.0
     metrics = {"d_loss": 1.5, "g_loss": float("nan"), "nonfinite_count": 1.0}
@@ -97,7 +85,7 @@ def test_log_metrics_at_every_period_and_the_last_step(tmp_path):
 
 
 def test_metrics_writer_of_other_processes_writes_nothing(tmp_path):
-    writer = MetricsWriter(tmp_path / "metrics.jsonl", enabled=False)
+    writer = actions.MetricsWriter(tmp_path / "metrics.jsonl", enabled=False)
     writer.write({"step": 1})
     writer.truncate_after(0)
     assert not (tmp_path / "metrics.jsonl").exists()
@@ -110,27 +98,28 @@ def diverged_state(step=7, count=1):
 
 def test_nonfinite_stop_raises_at_a_logged_step_and_before_a_save():
     copies = []
-    policy = NonfinitePolicy("stop", to_host=lambda s: copies.append(s) or diverged_state(7))
+    policy = actions.NonfinitePolicy("stop",
+                                     to_host=lambda s: copies.append(s) or diverged_state(7))
     policy.check_logged({"d_loss": 1.0, "nonfinite_count": 0.0}, "device state")
     assert copies == []  # no host copy unless it stops
-    with pytest.raises(TrainingDiverged, match="NaN/Inf at step 7 .*non-finite at the logged "
-                                               "step: d_loss"):
+    with pytest.raises(actions.TrainingDiverged,
+                       match="NaN/Inf at step 7 .*non-finite at the logged step: d_loss"):
         policy.check_logged({"d_loss": float("inf"), "nonfinite_count": 1.0}, "device state")
     assert copies == ["device state"]
     policy.check_saving(diverged_state(count=0))
-    with pytest.raises(TrainingDiverged, match="at step 3"):
+    with pytest.raises(actions.TrainingDiverged, match="at step 3"):
         policy.check_saving(diverged_state(3))
 
 
 def test_nonfinite_skip_goes_on():
-    policy = NonfinitePolicy("skip", to_host=lambda s: pytest.fail("no host copy"))
+    policy = actions.NonfinitePolicy("skip", to_host=lambda s: pytest.fail("no host copy"))
     policy.check_logged({"d_loss": float("nan"), "nonfinite_count": 2.0}, None)
     policy.check_saving(diverged_state())
 
 
 def test_timed_save_is_due_after_its_minutes_since_the_last_save():
     clock = Clock()
-    timer = TimedSave(2.0, clock)
+    timer = actions.TimedSave(2.0, clock)
     clock.t += 119.0
     assert not timer.due()
     clock.t += 1.0
@@ -139,7 +128,7 @@ def test_timed_save_is_due_after_its_minutes_since_the_last_save():
     assert not timer.due()
     clock.t += 120.0
     assert timer.due()
-    off = TimedSave(0, clock)
+    off = actions.TimedSave(0, clock)
     clock.t += 1e6
     assert not off.due()
 
@@ -156,7 +145,7 @@ def fail(*args):
 @pytest.mark.parametrize("signalled", [False, True])
 @pytest.mark.parametrize("timed", [False, True])
 def test_one_process_decides_alone(logged, signalled, timed):
-    agreement = StopAgreement(1, sync=fail, any_process=fail)
+    agreement = actions.StopAgreement(1, sync=fail, any_process=fail)
     assert agreement.decide(3, logged, signalled, timed) == (signalled, timed)
 
 
@@ -179,7 +168,7 @@ def test_every_process_makes_the_same_collective_calls_whatever_it_saw(sync_on, 
         calls.append(("any_process",))
         return flag
 
-    agreement = StopAgreement(2, sync=sync if sync_on else None, any_process=any_process)
+    agreement = actions.StopAgreement(2, sync=sync if sync_on else None, any_process=any_process)
     agreement.decide(7, logged, signalled, timed)
     expected = ([("sync", 7)] if sync_on else []) + [("any_process",)] * (2 if logged else 0)
     assert calls == expected
@@ -187,16 +176,16 @@ def test_every_process_makes_the_same_collective_calls_whatever_it_saw(sync_on, 
 
 @pytest.mark.parametrize("logged", [False, True])
 def test_a_notice_from_the_sync_manager_stops_at_any_call(logged):
-    agreement = StopAgreement(2, sync=lambda call: True, any_process=lambda flag: flag)
+    agreement = actions.StopAgreement(2, sync=lambda call: True, any_process=lambda flag: flag)
     assert agreement.decide(5, logged, signalled=False, timed=False) == (True, False)
 
 
 def test_without_a_logged_step_own_signal_and_clock_wait():
     """Not logged: neither this process's signal (the sync manager carries it) nor its clock
     (agreed at logged steps only) decides on its own."""
-    agreement = StopAgreement(2, sync=lambda call: False, any_process=fail)
+    agreement = actions.StopAgreement(2, sync=lambda call: False, any_process=fail)
     assert agreement.decide(5, False, signalled=True, timed=True) == (False, False)
-    agreement = StopAgreement(2, sync=None, any_process=fail)
+    agreement = actions.StopAgreement(2, sync=None, any_process=fail)
     assert agreement.decide(5, False, signalled=True, timed=True) == (False, False)
 
 
@@ -249,7 +238,7 @@ def simulate(run, *, calls, log_every, signal=None, timer_due=None, sync_on=True
     out = [None] * run.n
 
     def process(rank):
-        agreement = StopAgreement(run.n, run.sync(rank) if sync_on else None,
+        agreement = actions.StopAgreement(run.n, run.sync(rank) if sync_on else None,
                                   run.any_process(rank))
         signalled, saves = False, []
         for call in range(1, calls + 1):
@@ -326,16 +315,17 @@ def healthy_state(step):
 def test_save_checkpoint_every_period_with_config_and_data_position(tmp_path):
     cfg = tiny_config("mlp")
     ckpt = FakeCheckpointer(tmp_path)
-    save = SaveCheckpoint(ckpt, cfg, every=4, policy=NonfinitePolicy("stop", lambda s: s))
+    stop = actions.NonfinitePolicy("stop", lambda s: s)
+    save = actions.SaveCheckpoint(ckpt, cfg, every=4, policy=stop)
     assert [s for s in range(1, 13) if save.due(s)] == [4, 8, 12]
-    assert not SaveCheckpoint(ckpt, cfg, 0, NonfinitePolicy("stop", lambda s: s)).due(4)
+    assert not actions.SaveCheckpoint(ckpt, cfg, 0, stop).due(4)
     state = healthy_state(4)
     assert save(4, state, Position(epoch=2, batch=5)) == tmp_path / "checkpoints" / "4"
     ((step, saved, meta),) = ckpt.saved
     assert step == 4 and saved is state
     assert meta["data_position"] == {"epoch": 2, "batch": 5}
     assert meta["config"]["train"]["steps"] == cfg.train.steps
-    with pytest.raises(TrainingDiverged):  # a diverged state is not saved
+    with pytest.raises(actions.TrainingDiverged):  # a diverged state is not saved
         save(8, diverged_state(6), Position())
     assert len(ckpt.saved) == 1
 
@@ -343,7 +333,8 @@ def test_save_checkpoint_every_period_with_config_and_data_position(tmp_path):
 @pytest.mark.parametrize("latest", [None, 8, 10])
 def test_the_final_save_only_where_the_newest_checkpoint_is_older(tmp_path, latest):
     ckpt = FakeCheckpointer(tmp_path, latest)
-    save = SaveCheckpoint(ckpt, tiny_config("mlp"), 0, NonfinitePolicy("skip", lambda s: s))
+    skip = actions.NonfinitePolicy("skip", lambda s: s)
+    save = actions.SaveCheckpoint(ckpt, tiny_config("mlp"), 0, skip)
     path = save.final(healthy_state(10), Position())
     assert path == tmp_path / "checkpoints" / "10"
     assert [s for s, _, _ in ckpt.saved] == ([] if latest == 10 else [10])
@@ -358,27 +349,27 @@ def test_write_samples_on_process_zero_every_period_before_the_end(tmp_path):
         return [path]
 
     tb = Recorder()
-    sample = WriteSamples("cfg", write, tmp_path, tb, every=5, last_step=15, enabled=True)
+    sample = actions.WriteSamples("cfg", write, tmp_path, tb, every=5, last_step=15, enabled=True)
     assert [s for s in range(1, 16) if sample.due(s)] == [5, 10]  # 15: final.png instead
     sample(5, "state", "real")
     assert sample.final(15, "state", "real") == [tmp_path / "final.png"]
     assert written == [("state", "step_000005.png", "real"), ("state", "final.png", "real")]
     assert tb.calls == [("images", (5, [tmp_path / "step_000005.png"])),
                         ("images", (15, [tmp_path / "final.png"]))]
-    other = WriteSamples("cfg", write, tmp_path, Recorder(), 5, 15, enabled=False)
+    other = actions.WriteSamples("cfg", write, tmp_path, Recorder(), 5, 15, enabled=False)
     assert not any(other.due(s) for s in range(1, 16))
     assert other.final(15, "state", None) == [] and len(written) == 2
-    assert not any(WriteSamples("cfg", write, tmp_path, tb, 0, 15, True).due(s)
+    assert not any(actions.WriteSamples("cfg", write, tmp_path, tb, 0, 15, True).due(s)
                    for s in range(1, 16))
 
 
 def test_real_images_from_host_batches_or_from_the_split_on_the_devices():
     images = np.arange(20 * 2 * 2 * 1, dtype=np.uint8).reshape(20, 2, 2, 1)
     labels = np.arange(20)
-    real, lab = real_images({"image": images[None], "label": labels[None]})
+    real, lab = actions.real_images({"image": images[None], "label": labels[None]})
     assert real.shape == (16, 2, 2, 1) and real.dtype == np.float32
     np.testing.assert_array_equal(lab, labels[:16])
     indices = np.arange(19, -1, -1)  # batches of indices into the resident split
-    resident_real, _ = real_images({"image": indices[None], "label": labels[None]}, images)
-    np.testing.assert_array_equal(resident_real, real_images(
+    resident_real, _ = actions.real_images({"image": indices[None], "label": labels[None]}, images)
+    np.testing.assert_array_equal(resident_real, actions.real_images(
         {"image": images[indices][None], "label": labels[None]})[0])
