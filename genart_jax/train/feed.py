@@ -28,6 +28,17 @@ DEFAULT_STEPS_PER_CALL = {"cpu": 1}
 ACCELERATOR_STEPS_PER_CALL = 16
 MIN_DIVISOR = 4  # below this, calls of ACCELERATOR_STEPS_PER_CALL and shorter ones between
 
+# Calls ahead, both ways: the feeder places the batches of up to this many calls before the step
+# asks for them, and the loop, after launching call n, waits for call n - CALLS_AHEAD
+# (`train.actions.InFlight`), so the devices always have queued work while the host's memory of
+# placed batches and the distance between the step a signal names and the step that runs stay
+# bounded. Without a bound, a loop that reads no result between logged steps queues calls
+# without limit, and two CPU processes over gloo hang in the step's collectives after a few
+# hundred queued calls (`genart train` of the floor's MLP GAN, log_every=96: hung at step
+# 96-192 in 3 of 3 runs unbounded, finished in 3 of 3 bounded; benchmarks/results/
+# cpu-2core-calls-ahead).
+CALLS_AHEAD = 2
+
 
 def default_steps_per_call(backend: str, periods: Sequence[int] = ()) -> int:
     """Steps per call for `backend` ("cpu", "gpu", "tpu", ...) when the config says 0: on an
@@ -92,7 +103,8 @@ def device_calls(host: Iterator[tuple[Any, Any]], sizes: Iterable[int],
 
 
 def feed(host: Iterator[tuple[Any, Any]], sizes: Iterable[int], put: Callable[[int, Any], Any],
-         check: Callable[[Any], None] | None = None, ahead: int = 2) -> Iterator[Call]:
+         check: Callable[[Any], None] | None = None, ahead: int = CALLS_AHEAD
+         ) -> Iterator[Call]:
     """`device_calls` run on a background thread, `ahead` calls before the step asks (0: in
     the caller's thread). The transfers overlap the previous calls' compute."""
     return prefetch(device_calls(host, sizes, put, check), ahead)
