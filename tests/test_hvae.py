@@ -15,9 +15,10 @@ import pytest
 from genart_jax import dmol
 from genart_jax.models import hvae
 
-# 8 px RGB, resolutions 8, 4, 1 with one latent group each; the lowest has no encoder block.
-TINY = dict(image_size=8, channels=3, resolutions=(8, 4, 1), widths=(8, 8, 8),
-            enc_blocks=(1, 1, 0), dec_blocks=(1, 1, 1), zdim=2, num_mixtures=2)
+# 8 px RGB, resolutions 8 (3x3 convs) and 1 (1x1 convs), one latent group each, one encoder
+# block (the pooling one): as few convolutions as a hierarchy allows, for fast compiles.
+TINY = dict(image_size=8, channels=3, resolutions=(8, 1), widths=(8, 8), enc_blocks=(1, 0),
+            dec_blocks=(1, 1), zdim=2, num_mixtures=2)
 # 16 px greyscale, widths changing between resolutions, 1x1 convs at 2 px, no start bias above
 # 8 px, two groups at 8 px.
 OTHER = dict(image_size=16, channels=1, resolutions=(16, 8, 2, 1), widths=(8, 12, 16, 16),
@@ -136,11 +137,11 @@ def test_shapes_and_parameter_count(config):
 
 
 @pytest.mark.parametrize("change,match", [
-    (dict(resolutions=(16, 4, 1)), "start at the image size"),
-    (dict(resolutions=(8, 3, 1)), "each dividing"),
-    (dict(widths=(8, 8)), "one width"),
-    (dict(dec_blocks=(1, 0, 1)), "decoder blocks must be >= 1"),
-    (dict(enc_blocks=(0, 1, 1)), "encoder"),
+    (dict(resolutions=(16, 1)), "start at the image size"),
+    (dict(resolutions=(8, 3)), "each dividing"),
+    (dict(widths=(8,)), "one width"),
+    (dict(dec_blocks=(1, 0)), "decoder blocks must be >= 1"),
+    (dict(enc_blocks=(0, 1)), "encoder"),
 ])
 def test_bad_configurations_raise_clear_errors(change, match):
     with pytest.raises(ValueError, match=match):
@@ -229,15 +230,17 @@ def test_sampling_temperature_per_group(tiny):
     warm_a, warm_zs = sample(jax.random.key(1), jnp.ones(g))
     warm_b, _ = sample(jax.random.key(2), jnp.ones(g))
     assert not np.allclose(warm_a, warm_b)
-    mixed, mixed_zs = sample(jax.random.key(1), jnp.array([0.5, 0.0, 1.0]))
+    mixed, mixed_zs = sample(jax.random.key(1), jnp.array([0.5, 0.0]))
     np.testing.assert_allclose(mixed_zs[0], 0.5 * np.asarray(warm_zs[0]), rtol=1e-6)
     assert not np.any(mixed_zs[1])
-    np.testing.assert_allclose(mixed_zs[2], warm_zs[2], rtol=1e-6)
+    _, other_zs = sample(jax.random.key(1), jnp.array([0.0, 1.0]))
+    assert not np.any(other_zs[0])
+    np.testing.assert_allclose(other_zs[1], warm_zs[1], rtol=1e-6)
     pixels = jax.jit(dmol.sample, static_argnames="channels")(jax.random.key(0), warm_a,
                                                               channels=3)
     assert pixels.dtype == jnp.uint8 and pixels.shape == (4, 8, 8, 3)
     with pytest.raises(ValueError, match="one per latent group"):
-        model.apply(variables, 1, key=jax.random.key(0), temperature=[1.0, 1.0],
+        model.apply(variables, 1, key=jax.random.key(0), temperature=[1.0, 1.0, 1.0],
                     method=model.sample)
 
 
@@ -296,5 +299,5 @@ def test_negative_elbo_falls_under_adam(tiny):
         bits.append(float(np.mean(terms["bits_per_dim"])))
         params, opt_state = update(grads, opt_state, params)
     assert all(np.isfinite(bits))
-    # measured: 8.84 -> 7.54 (Adam moves the DMoL's log scales by about lr per step)
+    # measured: 8.82 -> 7.30 (Adam moves the DMoL's log scales by about lr per step)
     assert np.mean(bits[-3:]) < np.mean(bits[:3]) - 0.8, bits
