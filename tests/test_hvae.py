@@ -130,6 +130,12 @@ def test_shapes_and_parameter_count(config):
     rec = jax.eval_shape(lambda v, x: model.apply(v, x, key=key, num_groups=1,
                                                   method=model.reconstruct), variables, x)
     assert rec.shape == (n, s, s, p)
+    pictures = jax.eval_shape(lambda v: hvae.sample_images(model, v, key, 3, temperature=0.5),
+                              variables)
+    assert (pictures.shape, pictures.dtype) == ((3, s, s, c), jnp.uint8)
+    recs = jax.eval_shape(lambda v, x: hvae.reconstruct_images(model, v, x, key, num_groups=1),
+                          variables, x)
+    assert (recs.shape, recs.dtype) == ((n, s, s, c), jnp.uint8)
     acts = jax.eval_shape(lambda v, x: model.apply(v, x, method=model.encode), variables, x)
     assert [a.shape[1:] for a in acts] == [(r, r, w) for r, w in
                                            zip(config["resolutions"], config["widths"],
