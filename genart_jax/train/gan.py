@@ -12,6 +12,7 @@ import numpy as np
 from genart_jax import sampling
 from genart_jax.augment import parse_policy
 from genart_jax.models import build_gan
+from genart_jax.models.registry import architecture_of
 from genart_jax.parallel import DATA, check_batch_divisible, make_driver, unroll_fused_steps
 from genart_jax.train.gan_step import make_gan_step
 from genart_jax.train.optim import make_optimizer
@@ -48,7 +49,7 @@ def build_training(cfg: ml_collections.ConfigDict, devices=None, steps_per_call:
         ema_halflife_kimg=cfg.train.ema_halflife_kimg, ema_rampup=cfg.train.ema_rampup,
         diffaugment=parse_policy(cfg.augment.diffaugment), flip=cfg.augment.flip,
         axis_name=DATA)
-    convolutional = cfg.model.arch in ("dcgan", "r3gan")
+    convolutional = architecture_of(cfg).convolutional
     driver = make_driver(cfg.train.driver, step, devices, steps_per_call=steps_per_call,
                          unroll=unroll_fused_steps(convolutional=convolutional))
     check_batch_divisible(cfg.train.batch_size, driver.num_devices, jax.process_count())

@@ -106,9 +106,9 @@ def _shapes(tree: Any) -> list[tuple[str, tuple[int, ...], str]]:
 
 def check_resumable(saved: dict[str, Any], cfg: ml_collections.ConfigDict, where: Path) -> None:
     """A clear error when the saved run's state has other shapes than this config's."""
-    from genart_jax.config import validate
+    from genart_jax.config import from_dict
 
-    saved_cfg = validate(ml_collections.ConfigDict(saved))
+    saved_cfg = from_dict(saved)  # a run saved by an older version too
     if _shapes(abstract_state(saved_cfg)) == _shapes(abstract_state(cfg)):
         return
     old, new = flatten(saved_cfg), flatten(cfg)

@@ -8,6 +8,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from genart_jax import losses, sampling
 from genart_jax.models import build_vae
-from genart_jax.models.vae import VAE
+from genart_jax.models.registry import architecture_of
 from genart_jax.parallel import DATA, check_batch_divisible, make_driver, unroll_fused_steps
 from genart_jax.train.optim import make_optimizer
 from genart_jax.train.state import VAEState, init_vae_state
@@ -26,7 +27,7 @@ PROGRESS = ("neg_elbo", "kl")
 PyTree = Any
 
 
-def build_model(cfg: ml_collections.ConfigDict) -> VAE:
+def build_model(cfg: ml_collections.ConfigDict) -> nn.Module:
     return build_vae(cfg)
 
 
@@ -43,7 +44,7 @@ def build_training(cfg: ml_collections.ConfigDict, devices=None, steps_per_call:
     step = make_vae_step(model, tx, Likelihood.from_config(cfg.vae), beta=cfg.vae.beta,
                          kl_warmup_steps=cfg.vae.kl_warmup_steps, axis_name=DATA)
     driver = make_driver(cfg.train.driver, step, devices, steps_per_call=steps_per_call,
-                         unroll=unroll_fused_steps(convolutional=cfg.model.arch == "conv"))
+                         unroll=unroll_fused_steps(architecture_of(cfg).convolutional))
     check_batch_divisible(cfg.train.batch_size, driver.num_devices, jax.process_count())
     return driver, init_fn
 
