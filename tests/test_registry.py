@@ -22,7 +22,7 @@ from genart_jax.config import (
     to_json,
 )
 from genart_jax.models import build_gan, registry
-from genart_jax.train.families import family_of
+from genart_jax.train.families import FAMILIES, family_of
 
 
 def test_every_architecture_has_its_section_with_its_defaults():
@@ -30,6 +30,8 @@ def test_every_architecture_has_its_section_with_its_defaults():
     for arch in registry.architectures():
         assert cfg.model[arch.section].to_dict() == dict(arch.defaults)
         assert registry.architecture(arch.family, arch.name) is arch
+        assert arch.family in FAMILIES
+    assert set(registry.families()) == set(FAMILIES)
 
 
 @pytest.mark.parametrize("old,new", sorted(renamed_keys().items()))
