@@ -37,7 +37,7 @@ def dcgan_pairs(cfg) -> list[tuple[int, int, int]]:
     the generator's upsampling layers and the discriminator's downsampling layers."""
     stages = num_stages(cfg.data.image_size)
     pairs = []
-    for width in (cfg.model.g_width, cfg.model.d_width):  # both mirror widths x 2^i
+    for width in (cfg.model.dcgan.g_width, cfg.model.dcgan.d_width):  # both mirror widths x 2^i
         side, big = cfg.data.image_size, cfg.data.channels
         for i in range(stages):
             small = width * 2**i

@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         problems = mfu_problems(parts[-1]["rows"])
         if parts[-1]["rc"] == 0 and problems:
             parts[-1]["rc"] = f"MFU: {'; '.join(problems)}"
-    floor = ["--config", "gan_mlp_digits", "--config.model.mlp_g_hidden=(8,)",
-             "--config.model.mlp_d_hidden=(8,)", "--config.train.batch_size=8",
+    floor = ["--config", "gan_mlp_digits", "--config.model.mlp_gan.g_hidden=(8,)",
+             "--config.model.mlp_gan.d_hidden=(8,)", "--config.train.batch_size=8",
              f"--config.train.steps={300 if dry else 4000}", "--config.train.sample_every=0",
              "--config.checkpoint.every_steps=0", "--config.sample.num=4"]
     train_part("floor-default-k", floor, 90)

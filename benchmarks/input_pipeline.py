@@ -55,7 +55,7 @@ def _cfg(name: str, data_dir: str, size: int, workers: int, batch: int, cache: b
     return load_config("dcgan_digits", {
         "data.name": name, "data.data_dir": data_dir, "data.image_size": str(size),
         "data.channels": "3", "data.cache": str(cache).lower(), "data.workers": str(workers),
-        "train.batch_size": str(batch), "model.g_width": "16", "model.d_width": "16"})
+        "train.batch_size": str(batch), "model.dcgan.g_width": "16", "model.dcgan.d_width": "16"})
 
 
 def _batch_sharding():

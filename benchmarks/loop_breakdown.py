@@ -31,9 +31,9 @@ from genart_jax.data import make_input, prefetch
 from genart_jax.train.feed import stack
 from genart_jax.train.loop import build_training, train_and_evaluate
 
-FLOOR = {"model.mlp_g_hidden": "(8,)", "model.mlp_d_hidden": "(8,)", "train.batch_size": "8",
-         "train.log_every": "96", "train.sample_every": "0", "checkpoint.every_steps": "0",
-         "sample.num": "4"}
+FLOOR = {"model.mlp_gan.g_hidden": "(8,)", "model.mlp_gan.d_hidden": "(8,)",
+         "train.batch_size": "8", "train.log_every": "96", "train.sample_every": "0",
+         "checkpoint.every_steps": "0", "sample.num": "4"}
 
 
 def _per_step(fn, calls: int, k: int) -> float:

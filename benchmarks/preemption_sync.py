@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--config.model.g_width=8", "--config.model.d_width=8", "--config.model.latent_dim=16",
-        "--config.data.image_size=16", "--config.train.batch_size=16",
-        "--config.train.sample_every=0", "--config.checkpoint.every_steps=0"]
+TINY = ["--config.model.dcgan.g_width=8", "--config.model.dcgan.d_width=8",
+        "--config.model.latent_dim=16", "--config.data.image_size=16",
+        "--config.train.batch_size=16", "--config.train.sample_every=0",
+        "--config.checkpoint.every_steps=0"]
 
 
 def _free_port() -> int:

@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-TINY = ["--config", "gan_mlp_digits", "--config.model.mlp_g_hidden=(8,)",
-        "--config.model.mlp_d_hidden=(8,)", "--config.train.batch_size=8",
+TINY = ["--config", "gan_mlp_digits", "--config.model.mlp_gan.g_hidden=(8,)",
+        "--config.model.mlp_gan.d_hidden=(8,)", "--config.train.batch_size=8",
         "--config.train.log_every=96", "--config.train.sample_every=0",
         "--config.checkpoint.every_steps=0", "--config.sample.num=4"]
 # The floor runs twice per case, at these step counts: CPU seconds (all threads of the process,

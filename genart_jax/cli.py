@@ -150,56 +150,31 @@ def _add_sample(sub) -> None:
 
 
 def _sample(args) -> int:
-    import numpy as np
-
     from genart_jax import sampling
     from genart_jax.export import load_generator
+    from genart_jax.train.families import family_of
+    from genart_jax.train.requests import SampleRequest
 
     if args.from_export:
         cfg, params, stats, meta = load_generator(args.from_export)
-        step, kind = meta["step"], "exported"
+        step, weights = meta["step"], "exported"
     else:
         cfg, state, step = _restore(args)
-        kind = "raw" if args.no_ema and cfg.model.family == "gan" else "EMA"
+        weights = "raw" if args.no_ema else "EMA"
     try:
         themes = sampling.parse_themes(args.theme, cfg.model.num_classes)
     except ValueError as e:
         raise _UsageError(str(e)) from e
-    if cfg.model.family == "vae" and (args.interpolate or args.direction
-                                      or args.truncation is not None):
-        raise _UsageError("--truncation, --interpolate and --direction apply to GANs")
-    if cfg.model.family == "vae":
-        from genart_jax.data import read_split
-        from genart_jax.train import vae
-        from genart_jax.train.state import VAEState
-
-        if args.from_export:
-            state = VAEState(step=step, params=params, opt_state=None, key=None,
-                             nonfinite_count=0, first_nonfinite_step=0)
-        real = read_split(cfg.data, cfg.vae.eval_split, limit=16)
-        paths = vae.write_samples(cfg, state, args.out, real, themes=themes, num=args.num,
-                                  seed=args.seed)
-        print(f"Wrote {args.num} samples from step {step} (VAE prior) to {paths[0]}; "
-              f"reconstructions and interpolation of {cfg.vae.eval_split} images to "
-              f"{', '.join(map(str, paths[1:]))}")
-        return 0
+    family = family_of(cfg)
     if not args.from_export:
-        params, stats = sampling.generator_variables(cfg, state, not args.no_ema)
-    z, ncols = _sample_latents(args, cfg.model.latent_dim)
-    labels, theme_cols = sampling.theme_labels(len(z), cfg.model.num_classes, themes)
-    if args.interpolate and labels is not None:  # one theme per interpolation strip
-        labels = np.repeat(sampling.theme_labels(len(z) // ncols, cfg.model.num_classes,
-                                                 themes)[0], ncols)
-    try:
-        images = sampling.generate_from_latents(cfg, params, stats, z, labels)
-    except ValueError as e:
-        raise _UsageError(str(e)) from e
-    out = sampling.save_png(sampling.image_grid(images, ncols or theme_cols), args.out)
-    what = ""
-    if cfg.model.num_classes:
-        shown = themes or range(cfg.model.num_classes)
-        what = f", one theme per column: {','.join(map(str, shown))}"
-    print(f"Wrote {len(z)} samples from step {step} ({kind} generator{what}) to {out}")
+        params, stats, _ = family.variables(cfg, state, not args.no_ema)
+    request = SampleRequest(num=args.num, seed=args.seed, themes=themes, weights=weights,
+                            truncation=args.truncation, interpolate=args.interpolate,
+                            frames=args.frames, direction=args.direction,
+                            strength=args.strength)
+    written = family.sample(cfg, params, stats, request, args.out)
+    print(f"Wrote {written.count} samples from step {step} ({written.what}) to "
+          f"{written.paths[0]}{written.also}")
     return 0
 
 
@@ -313,81 +288,28 @@ def _train_features(args) -> int:
 
 
 def _quality(args, data_cfg, split: str, which, fake_fn) -> dict:
-    """Real images of `split`, `fake_fn(num)` images, both through the feature network."""
+    """`quality.compare` with the flags of `genart eval`."""
     from genart_jax import quality
-    from genart_jax.classifier import ClassifierError
-    from genart_jax.data import read_split
-    from genart_jax.data.pipeline import split_length
 
-    if args.num is not None and args.num <= 0:  # before anything is loaded
-        raise _UsageError(f"--num must be positive, got {args.num}")
-    if args.limit is not None and args.limit <= 0:
-        raise _UsageError(f"--limit must be positive, got {args.limit}")
-    net = quality.feature_network(data_cfg, args.classifier, args.extractor,
-                                  args.extractor_params, args.extractor_kwargs)
-    real, _ = read_split(data_cfg, split, args.limit, seed=args.subset_seed)
-    num = len(real) if args.num is None else args.num  # --num 0 is an error, not "all"
-    if num <= 0:
-        raise _UsageError(f"no real images in split {split} to compare with")
-    fake = fake_fn(num)
-    try:
-        result = quality.evaluate(net, real, fake, which, seed=args.seed)
-    except ClassifierError:
-        raise
-    except ValueError as e:  # too few images for a metric
-        raise _UsageError(str(e)) from e
-    return {"features": net.name, "features_fingerprint": net.fingerprint,
-            "real_split": split, "real_images": len(real),
-            "real_split_images": split_length(data_cfg, split), "subset_seed": args.subset_seed,
-            "generated_images": len(fake), **result}
-
-
-def _drawn(num: int, total: int, seed: int) -> str:
-    """How many images of a split were scored: all, or a seeded draw of some."""
-    if num >= total:
-        return f"{num} images"
-    return f"{num} of {total} images, a random draw with --subset-seed {seed}"
+    return quality.compare(data_cfg, split, which, fake_fn, num=args.num, limit=args.limit,
+                           subset_seed=args.subset_seed, seed=args.seed,
+                           classifier=args.classifier, extractor=args.extractor,
+                           extractor_params=args.extractor_params,
+                           extractor_kwargs=args.extractor_kwargs)
 
 
 def _print_quality(result: dict, what: str) -> None:
+    from genart_jax.train.requests import drawn
+
     made = f"{result['generated_images']} images"
     if "reference_split_images" in result:
-        made = _drawn(result["generated_images"], result["reference_split_images"],
-                      result["subset_seed"])
-    real = _drawn(result["real_images"], result["real_split_images"], result["subset_seed"])
+        made = drawn(result["generated_images"], result["reference_split_images"],
+                     result["subset_seed"])
+    real = drawn(result["real_images"], result["real_split_images"], result["subset_seed"])
     print(f"{what} ({made}) vs {result['real_split']} split ({real}):")
     for key, val in result.items():
         if key.startswith(("FID", "KID", "precision", "recall")):
             print(f"  {key}: {val:.6g}" if key.startswith("KID") else f"  {key}: {val:.4f}")
-
-
-def _sample_latents(args, dim: int):
-    """(latents, grid columns) for `genart sample`: seeded (or interpolation strips), then
-    truncation, then the direction."""
-    import numpy as np
-
-    from genart_jax import sampling
-
-    if args.num <= 0 or args.frames < 2:
-        raise _UsageError("--num must be positive and --frames at least 2")
-    ncols = None
-    if args.interpolate:
-        ncols = args.frames
-        z = sampling.interpolation_latents(args.seed, max(1, args.num // ncols), ncols, dim)
-    else:
-        z = sampling.latents(args.seed, args.num, dim)
-    if args.truncation is not None:
-        z = sampling.truncate(z, args.truncation)
-    if args.direction:
-        try:
-            d = np.load(args.direction, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise _UsageError(f"cannot read --direction {args.direction}: {e}") from e
-        if d.shape != (dim,):
-            raise _UsageError(f"--direction {args.direction} has shape {d.shape}; this "
-                              f"model's latents are ({dim},)")
-        z = sampling.apply_direction(z, d, args.strength)
-    return z, ncols
 
 
 def _add_eval(sub) -> None:
@@ -456,7 +378,8 @@ def _eval(args) -> int:
     from genart_jax import quality
     from genart_jax.data import read_split
     from genart_jax.data.pipeline import split_length
-    from genart_jax.train import vae
+    from genart_jax.train.families import family_of
+    from genart_jax.train.requests import EvalRequest
 
     try:
         which = quality.parse_metrics(args.metrics) if args.metrics else None
@@ -481,39 +404,18 @@ def _eval(args) -> int:
         print(json.dumps(result))
         return 0
     cfg, state, step = _restore(args)
-    result = {"step": step}
-    if cfg.model.family == "vae":
-        split = args.split or cfg.vae.eval_split
-        k = args.samples or cfg.vae.eval_samples
-        if k <= 0:
-            raise _UsageError(f"--samples must be positive, got {k}")
-        if args.limit is not None and args.limit <= 0:
-            raise _UsageError(f"--limit must be positive, got {args.limit}")
-        images, labels = read_split(cfg.data, split, args.limit, seed=args.subset_seed)
-        total = split_length(cfg.data, split)
-        result.update(split=split, likelihood=cfg.vae.likelihood, split_images=total,
-                      subset_seed=args.subset_seed,
-                      **vae.evaluate(cfg, state.params, images, labels, k=k))
-        print(f"step {step}, {split} split ({_drawn(len(images), total, args.subset_seed)}, "
-              f"{cfg.vae.likelihood} likelihood): -ELBO {result['neg_elbo_nats']:.2f} nats "
-              f"({result['neg_elbo_bits_per_dim']:.4f} bits/dim); -IWAE(K={k}) "
-              f"{result['neg_iwae_nats']:.2f} nats ({result['neg_iwae_bits_per_dim']:.4f} "
-              f"bits/dim)")
-        what = f"step {step} VAE prior samples"
-    else:
-        if args.samples is not None:
-            raise _UsageError("--samples is the K of a VAE's IWAE bound; use --num for the "
-                              "number of generated images")
-        which = which or quality.metrics.METRICS
-        split = args.split or "test"
-        result["ema"] = not args.no_ema
-        what = f"step {step} {'raw' if args.no_ema else 'EMA'} generator samples"
-    if which:
+    plan = family_of(cfg).plan_eval(cfg, state, EvalRequest(
+        split=args.split, samples=args.samples, limit=args.limit, subset_seed=args.subset_seed,
+        use_ema=not args.no_ema, metrics=which))
+    result = {"step": step, **plan.fields}
+    if plan.summary is not None:
+        print(f"step {step}, {plan.summary}")
+    if plan.metrics:
         result.update(seed=args.seed, **_quality(
-            args, cfg.data, split, which,
+            args, cfg.data, plan.split, plan.metrics,
             lambda num: quality.model_samples(cfg, state, num=num, seed=args.seed,
                                               use_ema=not args.no_ema)))
-        _print_quality(result, what)
+        _print_quality(result, f"step {step} {plan.samples_of}")
     out = Path(args.workdir) / "eval.json"
     quality.check_comparable(out, result)
     with open(out, "a") as f:
@@ -562,12 +464,8 @@ def _feedback(args) -> int:
                                  smoothing=args.smoothing, std_floor=args.std_floor,
                                  contraction=args.contraction, screen=args.screen,
                                  ridge=args.ridge)
-    if args.finetune is not None and getattr(session.generator, "cfg", None) is not None \
-            and session.generator.cfg.model.num_classes:  # checked before anything is written
-        raise fb.FeedbackError(f"--finetune distils an unconditional generator; this GAN is "
-                               f"conditional (model.num_classes="
-                               f"{session.generator.cfg.model.num_classes}). Rate and steer it "
-                               f"with --like/--dislike and --save-direction instead")
+    if args.finetune is not None:
+        session.check_finetune()
     given = args.like is not None or args.dislike is not None
     if given and args.ratings:
         raise fb.FeedbackError("give --like/--dislike or --ratings, not both")
@@ -912,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     from genart_jax.parallel import ParallelError
     from genart_jax.storage_errors import StorageError, storage_error
     from genart_jax.train import Preempted, TrainingDiverged
+    from genart_jax.train.requests import RequestError
     from genart_jax.workdir_lock import WorkdirBusy
 
     quiet_library_noise()
@@ -925,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command][1](args)
     except (ConfigError, DataError, ParallelError, CheckpointError, ExportError,
             ClassifierError, FeedbackError, DirectionError, HistoryError, WorkdirBusy,
-            _UsageError) as e:
+            RequestError, _UsageError) as e:
         print(f"genart: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

@@ -30,30 +30,22 @@ class ConfigError(ValueError):
 
 def base_config() -> ml_collections.ConfigDict:
     """The full schema with defaults; recipes change values, never add keys."""
+    from genart_jax.models.registry import architectures  # each registers its section
+
     c = ml_collections.ConfigDict()
     c.seed = 0
 
     c.model = ml_collections.ConfigDict()
     c.model.family = "gan"  # "gan" | "vae"
-    c.model.arch = "dcgan"  # gan: "dcgan" | "mlp" | "r3gan"; vae: "mlp" | "conv"
+    c.model.arch = "dcgan"  # an architecture of the family, in models.registry
     c.model.latent_dim = 100
-    c.model.g_width = 64  # DCGAN: ngf, channels of the last hidden generator layer
-    c.model.d_width = 64  # DCGAN: ndf, channels of the first discriminator layer
-    c.model.mlp_g_hidden = (128, 256, 512, 1024)
-    c.model.mlp_d_hidden = (1024, 512, 256)
-    c.model.mlp_leak = 0.01
-    c.model.vae_hidden = (512, 256)  # MLP VAE encoder widths (the decoder mirrors them)
-    c.model.vae_width = 32  # conv VAE: channels of the first encoder stage
     c.model.num_classes = 0  # > 0: conditional model (label in), themes at sampling time
-    c.model.r3gan_widths = (256, 256, 256, 256)  # r3gan: channels per stage, 4x4 stage first
-    c.model.r3gan_blocks = (1, 1, 1, 1)  # r3gan: residual blocks per stage (one per stage)
-    c.model.r3gan_expansion = 2  # r3gan: inverted-bottleneck expansion of each block
-    c.model.r3gan_group_size = 16  # r3gan: channels per group of the grouped convolution
-    c.model.r3gan_embed_dim = 64  # r3gan, conditional: class embedding width
     c.model.dtype = "float32"  # compute dtype: "float32" | "bfloat16"; params stay float32
     # DCGAN's and the conv VAE's k4/s2 convolutions: "auto" (each pass in the form fastest on its
     # platform: docs/cpu_convolutions.md) | "xla" (XLA's own form of every pass everywhere)
     c.model.conv_forms = "auto"
+    for arch in architectures():  # model.<section>: settings only that architecture reads
+        c.model[arch.section] = ml_collections.ConfigDict(dict(arch.defaults))
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"  # "digits" (embedded) or a prepared TFDS name
@@ -159,14 +151,27 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _closest(key: str, valid: Iterable[str]) -> str:
+def renamed_keys() -> dict[str, str]:
+    """Keys of older versions -> their place now (an architecture's settings moved from flat
+    `model.*` keys into its own section, `model.<section>.*`)."""
+    from genart_jax.models.registry import architectures
+
+    return {f"model.{old}": f"model.{a.section}.{new}" for a in architectures()
+            for old, new in a.renamed.items()}
+
+
+def _unknown_key(key: str, valid: Iterable[str]) -> str:
+    """The error for a key not in the schema: where a renamed key went, else the closest valid
+    key (by its last component first, which catches a right name in a wrong section)."""
+    moved = renamed_keys().get(key)
+    if moved:
+        return f"config key '{key}' is now '{moved}'"
     valid = list(valid)
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
-    # Also try matching the last component alone, which catches a right name in a wrong section.
     leaf = key.rsplit(".", 1)[-1]
     by_leaf = [v for v in valid if v.rsplit(".", 1)[-1] == leaf]
     best = by_leaf[0] if by_leaf else (match[0] if match else "")
-    return f" (closest valid key: '{best}')" if best else ""
+    return f"unknown config key '{key}'" + (f" (closest valid key: '{best}')" if best else "")
 
 
 def _type_ok(default: Any, value: Any) -> bool:
@@ -205,7 +210,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     flat = {k: _legacy_value(k, v) for k, v in flatten(cfg).items()}
     for key, value in flat.items():
         if key not in schema:
-            raise ConfigError(f"unknown config key '{key}'{_closest(key, schema)}")
+            raise ConfigError(_unknown_key(key, schema))
         if key == "data.workers":  # a count or "auto"
             if value != "auto" and not _type_ok(0, value):
                 raise ConfigError(f"config key 'data.workers' must be a count or 'auto', got "
@@ -242,8 +247,6 @@ def _set(cfg: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
 DTYPES = ("float32", "bfloat16")
 
 _CHOICES = {
-    "model.family": ("gan", "vae"),
-    "model.arch": ("dcgan", "mlp", "conv", "r3gan"),
     "vae.likelihood": ("bernoulli", "gaussian"),
     "vae.scale": ("learned", "fixed"),
     "optimizer.name": ("adam", "rmsprop"),
@@ -259,39 +262,36 @@ _CHOICES = {
 }
 
 _POSITIVE = (
-    "model.latent_dim", "model.g_width", "model.d_width", "data.image_size", "data.channels",
+    "model.latent_dim", "data.image_size", "data.channels",
     "train.batch_size", "train.d_steps", "train.g_steps", "train.log_every", "sample.num",
-    "checkpoint.keep", "model.vae_width", "vae.fixed_scale", "vae.eval_samples",
-    "model.r3gan_expansion", "model.r3gan_group_size", "model.r3gan_embed_dim",
+    "checkpoint.keep", "vae.fixed_scale", "vae.eval_samples",
     "train.penalty_every", "augment.ada_kimg",
 )
-_ARCHS = {"gan": ("dcgan", "mlp", "r3gan"), "vae": ("mlp", "conv")}
 
 
 def _check_values(cfg: ml_collections.ConfigDict) -> None:
-    flat = flatten(cfg)
-    for key, choices in _CHOICES.items():
-        if flat[key] not in choices:
-            raise ConfigError(f"config key '{key}' is {flat[key]!r}; choose one of {choices}")
-    from genart_jax.losses import GAN_LOSSES  # the registry: each objective once, by name
+    from genart_jax.losses import GAN_LOSSES  # the registries: each objective and
+    from genart_jax.models import registry  # architecture once, by name
 
+    flat = flatten(cfg)
+    choices = {"model.family": registry.families(), "model.arch": registry.names(), **_CHOICES}
+    for key, valid in choices.items():
+        if flat[key] not in valid:
+            raise ConfigError(f"config key '{key}' is {flat[key]!r}; choose one of {valid}")
     if flat["train.gan_loss"] not in GAN_LOSSES:
         raise ConfigError(f"config key 'train.gan_loss' is {flat['train.gan_loss']!r}; choose one "
                           f"of {tuple(GAN_LOSSES)}")
-    for key in _POSITIVE:
+    positive = _POSITIVE + tuple(f"model.{a.section}.{k}" for a in registry.architectures()
+                                 for k in a.positive)
+    for key in positive:
         if flat[key] <= 0:
             raise ConfigError(f"config key '{key}' must be positive, got {flat[key]}")
-    family, arch = flat["model.family"], flat["model.arch"]
-    if arch not in _ARCHS[family]:
-        raise ConfigError(f"model.arch {arch!r} is not a {family} architecture; choose one of "
-                          f"{_ARCHS[family]}")
-    if arch == "dcgan":  # its resolution doubles from 4x4: a size it cannot make is a key error
-        from genart_jax.models.dcgan import num_stages
-
-        try:
-            num_stages(flat["data.image_size"])
-        except ValueError as e:
-            raise ConfigError(f"config key 'data.image_size': {e}") from e
+    try:
+        arch = registry.architecture_of(cfg)
+        if arch.check is not None:
+            arch.check(arch.settings(cfg.model), cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     if flat["data.on_device"] == "true" and not (flat["data.cache"] and flat["train.driver"]
                                                  == "shard_map"):
         raise ConfigError("data.on_device=true needs data.cache=true and "
@@ -318,15 +318,6 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     for key in ("augment.ada_p", "augment.ada_target", "augment.ada_p_max"):
         if not 0.0 <= flat[key] <= 1.0:
             raise ConfigError(f"config key '{key}' must be in [0, 1], got {flat[key]}")
-    if arch == "r3gan":
-        from genart_jax.models.r3gan import check_schema
-
-        try:
-            check_schema(flat["model.r3gan_widths"], flat["model.r3gan_blocks"],
-                         flat["model.r3gan_expansion"], flat["model.r3gan_group_size"],
-                         flat["data.image_size"])
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
     for key in ("train.steps", "train.sample_every", "checkpoint.every_steps",
                 "checkpoint.every_minutes", "train.steps_per_call"):
         if flat[key] < 0:
@@ -409,7 +400,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
     new = ml_collections.ConfigDict(cfg.to_dict())
     for key, text in overrides.items():
         if key not in flat:
-            raise ConfigError(f"unknown config key '{key}'{_closest(key, flat)}")
+            raise ConfigError(_unknown_key(key, flat))
         _set(new, key, parse_value(key, text, flat[key]))
     return validate(new)
 
@@ -419,11 +410,23 @@ def to_json(cfg: ml_collections.ConfigDict) -> str:
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
-    """A config saved with `to_json` (lists become tuples again), validated."""
-    raw = json.loads(text)
-    cfg = ml_collections.ConfigDict(raw)
-    schema = flatten(base_config())
-    for key, value in flatten(cfg).items():
+    """A config saved with `to_json`, validated: see `from_dict`."""
+    return from_dict(json.loads(text))
+
+
+def from_dict(raw: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """A config saved by this or an older version (a run's config.json, a checkpoint's or an
+    export's), validated: lists become tuples again, and keys renamed since (`renamed_keys`)
+    are read at their new place, so a saved run stays usable."""
+    schema, moved = flatten(base_config()), renamed_keys()
+    nested: dict[str, Any] = {}
+    for key, value in flatten(raw).items():
+        key = moved.get(key, key)
         if isinstance(value, list) and isinstance(schema.get(key), tuple):
-            _set(cfg, key, tuple(value))
-    return validate(cfg)
+            value = tuple(value)
+        *parents, leaf = key.split(".")
+        node = nested
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return validate(ml_collections.ConfigDict(nested))

@@ -35,8 +35,11 @@ def checkpoint_generator(workdir: str | Path, step: int | None = None, use_ema: 
                          ) -> CheckpointGenerator:
     """The generator of an unconditional GAN workdir; a VAE or a conditional GAN (whose class
     is its label, not a latent direction: use `genart sample --theme`) is a DirectionError."""
-    model = checkpoint.workdir_config(workdir).model
-    if model.family != "gan":
+    from genart_jax.train.families import family_of
+
+    cfg = checkpoint.workdir_config(workdir)
+    model = cfg.model
+    if not family_of(cfg).steers_latents:
         raise DirectionError(f"class directions are latent directions of a GAN; {workdir} "
                              f"holds a {model.family.upper()}")
     if model.num_classes > 0:

@@ -15,7 +15,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from genart_jax import sampling
 from genart_jax.config import from_json, to_json
 
 FORMAT = "genart_jax.generator.v1"
@@ -38,10 +37,9 @@ def export_generator(cfg: ml_collections.ConfigDict, state: Any, path: str | Pat
     path = Path(path)
     if path.suffix != ".msgpack":
         raise ExportError(f"export file must end in .msgpack, got {path.name}")
-    if cfg.model.family == "vae":
-        params, stats, use_ema = state.params, {}, False
-    else:
-        params, stats = sampling.generator_variables(cfg, state, use_ema)
+    from genart_jax.train.families import family_of
+
+    params, stats, use_ema = family_of(cfg).variables(cfg, state, use_ema)
     tree = {"params": jax.tree.map(np.asarray, params),
             "batch_stats": jax.tree.map(np.asarray, stats)}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -204,11 +204,13 @@ class CheckpointGenerator:
     statistics by default, as `genart sample` uses)."""
 
     def __init__(self, workdir: str | Path, step: int | None = None, use_ema: bool = True):
+        from genart_jax.train.families import family_of
+        from genart_jax.train.workdir import restore_workdir
+
         cfg = checkpoint.workdir_config(workdir)
-        if cfg.model.family != "gan":
+        if not family_of(cfg).steers_latents:
             raise FeedbackError("feedback sessions steer GAN latents; this workdir holds a "
                                 f"{cfg.model.family.upper()}")
-        from genart_jax.train.workdir import restore_workdir
 
         self.cfg, self.state, self.meta, self.step = restore_workdir(workdir, step, cfg)
         self.use_ema = use_ema
@@ -371,6 +373,16 @@ class FeedbackSession:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, self.direction())
         return path
+
+    def check_finetune(self) -> None:
+        """A FeedbackError if `finetune` cannot work for this generator, said before anything
+        is written: it distils an unconditional generator."""
+        cfg = getattr(self.generator, "cfg", None)
+        if cfg is not None and cfg.model.num_classes:
+            raise FeedbackError(f"--finetune distils an unconditional generator; this GAN is "
+                                f"conditional (model.num_classes={cfg.model.num_classes}). Rate "
+                                f"and steer it with --like/--dislike and --save-direction "
+                                f"instead")
 
     def finetune(self, steps: int, *, batch: int = 64, lr: float = 1e-4,
                  progress: Callable[[int, int], None] | None = None) -> Path:

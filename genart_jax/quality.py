@@ -4,13 +4,14 @@ network (a package-trained classifier or a user's extractor), then `metrics.comp
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 import numpy as np
 
-from genart_jax import metrics, sampling, selfsup
+from genart_jax import metrics, selfsup
 from genart_jax.classifier import (
     META_FILE,
     Classifier,
@@ -92,14 +93,13 @@ def model_samples(cfg: ml_collections.ConfigDict, state: Any, *, num: int, seed:
     `GENERATE_CHUNK` (chunk c uses seed `seed * 1_000_003 + c`) so memory stays bounded."""
     if num <= 0:
         raise ValueError(f"number of samples must be positive, got {num}")
-    if cfg.model.family == "vae":
-        def make(n, s):
-            return sampling.vae_prior_samples(cfg, state.params, num=n, seed=s)
-    else:
-        params, stats = sampling.generator_variables(cfg, state, use_ema)
+    from genart_jax.train.families import family_of
 
-        def make(n, s):
-            return sampling.generate(cfg, params, stats, num=n, seed=s)
+    family = family_of(cfg)
+    params, stats, _ = family.variables(cfg, state, use_ema)
+
+    def make(n, s):
+        return family.generate(cfg, params, stats, num=n, seed=s)
     chunk = min(num, GENERATE_CHUNK)
     out = [make(chunk, seed * 1_000_003 + c) for c in range(-(-num // chunk))]
     return np.concatenate(out)[:num]
@@ -122,6 +122,41 @@ def evaluate(net: Classifier | Extractor, real: np.ndarray, fake: np.ndarray,
              which: tuple[str, ...], seed: int = 0) -> dict[str, Any]:
     """The asked metrics of `fake` against `real` images in `net`'s feature space."""
     return metrics.compute(net.features(real), net.features(fake), net.name, which, seed=seed)
+
+
+def compare(data_cfg: Any, split: str, which: tuple[str, ...],
+            fake_fn: Callable[[int], np.ndarray], *, num: int | None = None,
+            limit: int | None = None, subset_seed: int = 0, seed: int = 0,
+            classifier: str | None = None, extractor: str | None = None,
+            extractor_params: str | None = None, extractor_kwargs: str | None = None
+            ) -> dict[str, Any]:
+    """The metrics `which` of `fake_fn(num)` images against the real images of `split` (all,
+    or `limit` of them drawn with `subset_seed`; `num` defaults to as many), both through the
+    feature network `feature_network` picks, with what was compared."""
+    from genart_jax.data import read_split
+    from genart_jax.data.pipeline import split_length
+    from genart_jax.train.requests import RequestError
+
+    if num is not None and num <= 0:  # before anything is loaded
+        raise RequestError(f"--num must be positive, got {num}")
+    if limit is not None and limit <= 0:
+        raise RequestError(f"--limit must be positive, got {limit}")
+    net = feature_network(data_cfg, classifier, extractor, extractor_params, extractor_kwargs)
+    real, _ = read_split(data_cfg, split, limit, seed=subset_seed)
+    num = len(real) if num is None else num  # --num 0 is an error, not "all"
+    if num <= 0:
+        raise RequestError(f"no real images in split {split} to compare with")
+    fake = fake_fn(num)
+    try:
+        result = evaluate(net, real, fake, which, seed=seed)
+    except ClassifierError:
+        raise
+    except ValueError as e:  # too few images for a metric
+        raise RequestError(str(e)) from e
+    return {"features": net.name, "features_fingerprint": net.fingerprint,
+            "real_split": split, "real_images": len(real),
+            "real_split_images": split_length(data_cfg, split), "subset_seed": subset_seed,
+            "generated_images": len(fake), **result}
 
 
 def check_comparable(results_file: str | Path, result: dict[str, Any]) -> None:

@@ -51,9 +51,9 @@ def tfds_data_dir(tmp_path_factory):
         os.environ["TFDS_DATA_DIR"] = old
 
 
-TINY_DCGAN = {"model.g_width": "8", "model.d_width": "8", "model.latent_dim": "16",
+TINY_DCGAN = {"model.dcgan.g_width": "8", "model.dcgan.d_width": "8", "model.latent_dim": "16",
               "data.image_size": "16", "train.batch_size": "16"}
-TINY_MLP = {"model.mlp_g_hidden": "(32, 64)", "model.mlp_d_hidden": "(64, 32)",
+TINY_MLP = {"model.mlp_gan.g_hidden": "(32, 64)", "model.mlp_gan.d_hidden": "(64, 32)",
             "model.latent_dim": "16", "train.batch_size": "16"}
 
 

@@ -20,7 +20,7 @@ def _genart_params(cfg) -> int:
 
 
 @pytest.mark.parametrize("overrides", [{}, {"data.image_size": "16", "model.latent_dim": "8",
-                                            "model.vae_width": "4", "data.channels": "1"}])
+                                            "model.conv_vae.width": "4", "data.channels": "1"}])
 def test_torch_vae_has_genart_conv_vae_parameter_count(overrides):
     pytest.importorskip("torch")
     from genart_jax.bench.peers import torch_vae

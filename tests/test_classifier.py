@@ -112,7 +112,7 @@ def test_eval_without_a_classifier_says_how_to_train_one(tmp_path, capsys, monke
     from genart_jax import checkpoint as ckpt
     from genart_jax.config import to_json
 
-    cfg = load_config("dcgan_digits", {"model.g_width": "8", "model.d_width": "8",
+    cfg = load_config("dcgan_digits", {"model.dcgan.g_width": "8", "model.dcgan.d_width": "8",
                                        "data.image_size": "16"})
     (tmp_path / "config.json").write_text(to_json(cfg))
     ckpt.save(tmp_path, 0, jax_state(cfg), {"config": {}, "data_position": {}})

@@ -14,8 +14,9 @@ from genart_jax.cli import main
 from genart_jax.config import from_json
 from genart_jax.train import abstract_state
 
-TINY = ["--config.model.g_width=8", "--config.model.d_width=8", "--config.model.latent_dim=16",
-        "--config.data.image_size=16", "--config.train.batch_size=16"]
+TINY = ["--config.model.dcgan.g_width=8", "--config.model.dcgan.d_width=8",
+        "--config.model.latent_dim=16", "--config.data.image_size=16",
+        "--config.train.batch_size=16"]
 
 
 def run_genart(args, devices=1, timeout=600):
@@ -34,7 +35,7 @@ def test_train_then_sample_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "2 cpu device(s)" in proc.stdout and "Done: step 6 " in proc.stdout
     cfg = from_json((workdir / "config.json").read_text())
-    assert cfg.train.steps == 6 and cfg.model.g_width == 8
+    assert cfg.train.steps == 6 and cfg.model.dcgan.g_width == 8
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4, 6]
     assert {"d_loss", "g_loss", "images_per_sec", "d_real", "d_fake"} <= set(records[0])
@@ -82,7 +83,7 @@ def test_sample_without_a_trained_workdir_is_a_clear_error(tmp_path, capsys):
     assert "has no config.json" in capsys.readouterr().err
 
 
-VAE_TINY = ["--config", "cvae_digits", "--config.model.vae_hidden=(32, 16)",
+VAE_TINY = ["--config", "cvae_digits", "--config.model.mlp_vae.hidden=(32, 16)",
             "--config.model.latent_dim=4", "--config.train.batch_size=16",
             "--config.train.sample_every=0", "--config.sample.num=20"]
 

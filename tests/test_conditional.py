@@ -356,6 +356,6 @@ def test_cdcgan_digits_recipe():
     cfg = load_config("cdcgan_digits")
     base = load_config("dcgan_digits")
     assert cfg.model.num_classes == 10 and cfg.model.family == "gan"
-    for key in ("arch", "latent_dim", "g_width", "d_width"):
+    for key in ("arch", "latent_dim", "dcgan"):  # dcgan: the section of g_width and d_width
         assert cfg.model[key] == base.model[key]
     assert cfg.data == base.data and cfg.train == base.train

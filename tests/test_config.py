@@ -29,9 +29,9 @@ def test_default_recipe_is_dcgan_on_digits():
 def test_overrides_are_parsed_by_type():
     cfg = apply_overrides(load_config("dcgan_digits"), {
         "train.steps": "7", "g_optimizer.learning_rate": "1e-3", "data.cache": "false",
-        "model.mlp_g_hidden": "(8, 16)", "train.driver": "pmap"})
+        "model.mlp_gan.g_hidden": "(8, 16)", "train.driver": "pmap"})
     assert cfg.train.steps == 7 and cfg.g_optimizer.learning_rate == 1e-3
-    assert cfg.data.cache is False and cfg.model.mlp_g_hidden == (8, 16)
+    assert cfg.data.cache is False and cfg.model.mlp_gan.g_hidden == (8, 16)
     assert cfg.train.driver == "pmap"
 
 

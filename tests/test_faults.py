@@ -24,8 +24,8 @@ from genart_jax.train import abstract_state
 from genart_jax.train.loop import MetricsWriter
 from genart_jax.workdir_lock import WorkdirBusy, WorkdirLock
 
-TINY = ["--config", "gan_mlp_digits", "--config.model.mlp_g_hidden=(16, 16)",
-        "--config.model.mlp_d_hidden=(16, 16)", "--config.model.latent_dim=8",
+TINY = ["--config", "gan_mlp_digits", "--config.model.mlp_gan.g_hidden=(16, 16)",
+        "--config.model.mlp_gan.d_hidden=(16, 16)", "--config.model.latent_dim=8",
         "--config.train.batch_size=16", "--config.train.log_every=1",
         "--config.train.sample_every=0", "--config.checkpoint.every_minutes=0",
         "--config.checkpoint.every_steps=2", "--config.checkpoint.async_save=false",
@@ -126,8 +126,8 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_older_one_restores(trained
 
 
 def test_another_models_checkpoint_is_not_called_damaged(trained):
-    other = load_config("gan_mlp_digits", {"model.mlp_g_hidden": "(16, 16)",
-                                           "model.mlp_d_hidden": "(16, 16)",
+    other = load_config("gan_mlp_digits", {"model.mlp_gan.g_hidden": "(16, 16)",
+                                           "model.mlp_gan.d_hidden": "(16, 16)",
                                            "model.latent_dim": "12", "model.num_classes": "10"})
     with pytest.raises(checkpoint.CheckpointError, match="another model's state") as e:
         checkpoint.restore(trained, abstract_state(other))

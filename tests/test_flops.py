@@ -128,7 +128,7 @@ def traced_step(config: str):
     """The traced one-device train step of a tiny config ("dcgan", "convvae", "r3gan",
     "r3gan-no-r1r2")."""
     cfg = {"dcgan": lambda: tiny_config("dcgan"), "r3gan": tiny_r3gan,
-           "convvae": lambda: tiny_vae(**{"model.arch": "conv", "model.vae_width": "4",
+           "convvae": lambda: tiny_vae(**{"model.arch": "conv", "model.conv_vae.width": "4",
                                           "data.image_size": "16"}),
            "r3gan-no-r1r2": lambda: tiny_r3gan(**{"train.r1_gamma": "0",
                                                   "train.r2_gamma": "0"})}[config]()

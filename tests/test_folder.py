@@ -264,8 +264,8 @@ def test_prepare_folder_then_train_end_to_end(tmp_path):
     # No size or channel flag: 16x16x3 come from prepared.json, over the recipe's 32x32x1.
     proc = run_genart(["train", "--workdir", str(tmp_path / "run"), "--steps", "4",
                        "--config.data.name=my_art", f"--config.data.data_dir={data}",
-                       "--config.train.batch_size=8", "--config.model.g_width=8",
-                       "--config.model.d_width=8", "--config.augment.diffaugment=translation",
+                       "--config.train.batch_size=8", "--config.model.dcgan.g_width=8",
+                       "--config.model.dcgan.d_width=8", "--config.augment.diffaugment=translation",
                        "--config.augment.flip=true"])
     assert proc.returncode == 0, proc.stderr
     assert ("Data: data.image_size=16 data.channels=3 from the prepared.json of 'my_art'"

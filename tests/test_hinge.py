@@ -53,7 +53,8 @@ def test_the_registry_holds_every_objective_once_and_config_validates_against_it
 def test_a_gan_trains_with_the_hinge_loss_on_two_devices():
     cfg = load_config("gan_mlp_digits", {
         "train.gan_loss": "hinge", "train.batch_size": "16", "model.latent_dim": "8",
-        "model.mlp_g_hidden": "(16,)", "model.mlp_d_hidden": "(16,)", "data.image_size": "8"})
+        "model.mlp_gan.g_hidden": "(16,)", "model.mlp_gan.d_hidden": "(16,)",
+        "data.image_size": "8"})
     _, state, history = run_steps(cfg, "shard_map", 2, make_batches(cfg))
     assert int(state.nonfinite_count) == 0 and len(history) >= 2
     # D's hinge loss starts near 2 (logits near 0) and is never negative

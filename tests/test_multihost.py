@@ -24,7 +24,7 @@ from tests.test_cli import TINY
 ARGS = ["train", "--no-progress", "--config.train.log_every=1"]
 FAMILIES = {
     "gan": TINY,
-    "vae": ["--config", "vae_digits", "--config.model.vae_hidden=(32, 16)",
+    "vae": ["--config", "vae_digits", "--config.model.mlp_vae.hidden=(32, 16)",
             "--config.model.latent_dim=4", "--config.train.batch_size=16"],
 }
 

@@ -19,8 +19,8 @@ from genart_jax.train import abstract_state
 from tests.conftest import tiny_config
 from tests.test_parallel import assert_gan_runs_match, make_batches, run_steps
 
-TINY = {"model.r3gan_widths": "(16, 8)", "model.r3gan_blocks": "(1, 1)",
-        "model.r3gan_group_size": "8", "model.latent_dim": "8", "data.image_size": "8",
+TINY = {"model.r3gan.widths": "(16, 8)", "model.r3gan.blocks": "(1, 1)",
+        "model.r3gan.group_size": "8", "model.latent_dim": "8", "data.image_size": "8",
         "train.batch_size": "16", "augment.ada_kimg": "0.1", "augment.ada_p": "0.3"}
 
 
@@ -241,9 +241,9 @@ def test_blocks_start_as_identity_and_conditional_models_take_labels():
 
 def test_bad_schema_is_a_clear_config_error():
     with pytest.raises(ConfigError, match="2 stages .* need 2 entries each"):
-        tiny_r3gan(**{"model.r3gan_widths": "(16, 16, 8)"})
-    with pytest.raises(ConfigError, match="multiple of model.r3gan_group_size"):
-        tiny_r3gan(**{"model.r3gan_group_size": "7"})
+        tiny_r3gan(**{"model.r3gan.widths": "(16, 16, 8)"})
+    with pytest.raises(ConfigError, match="multiple of model.r3gan.group_size"):
+        tiny_r3gan(**{"model.r3gan.group_size": "7"})
     with pytest.raises(ConfigError, match="augment.ada"):
         tiny_r3gan(**{"augment.ada": "sometimes"})
     with pytest.raises(ConfigError, match="model.conv_forms"):
@@ -389,8 +389,8 @@ def test_torch_peer_has_the_parameter_count_of_the_bench_model():
     from genart_jax.bench import harness as bench
     from genart_jax.bench.peers import torch_r3gan
 
-    cfg = load_config("bench_r3gan64", {"model.r3gan_widths": "(16, 16, 8)",
-                                        "model.r3gan_blocks": "(1, 2, 1)",
+    cfg = load_config("bench_r3gan64", {"model.r3gan.widths": "(16, 16, 8)",
+                                        "model.r3gan.blocks": "(1, 2, 1)",
                                         "data.image_size": "16", "model.latent_dim": "8"})
     name, kwargs = bench.peer_for(cfg)
     assert name == "torch_r3gan"

@@ -88,9 +88,10 @@ def test_restore_onto_other_device_counts_and_drivers(uninterrupted, halfway, tm
 def test_resume_with_a_shape_changing_config_is_a_clear_error(halfway, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(halfway, workdir)
-    bigger = cfg_with(**{"model.g_width": "16", "train.log_every": "2"})
+    bigger = cfg_with(**{"model.dcgan.g_width": "16", "train.log_every": "2"})
     with pytest.raises(checkpoint.CheckpointError,
-                       match="Differing keys: model.g_width: 8 -> 16; train.log_every: 1 -> 2"):
+                       match="Differing keys: model.dcgan.g_width: 8 -> 16; "
+                             "train.log_every: 1 -> 2"):
         train(bigger, workdir, STEPS)
     # A change that keeps the shapes resumes fine.
     train(cfg_with(**{"train.log_every": "2"}), workdir, STEPS // 2 + 1)

@@ -174,13 +174,13 @@ def test_kl_warmup_and_bits_per_dim():
 
 
 def tiny_vae(**overrides):
-    base = {"model.vae_hidden": "(32, 16)", "model.latent_dim": "4", "train.batch_size": "16"}
+    base = {"model.mlp_vae.hidden": "(32, 16)", "model.latent_dim": "4", "train.batch_size": "16"}
     return load_config("vae_digits", {**base, **overrides})
 
 
 @pytest.mark.parametrize("overrides", [
     {},
-    {"model.arch": "conv", "model.vae_width": "4", "data.image_size": "16",
+    {"model.arch": "conv", "model.conv_vae.width": "4", "data.image_size": "16",
      "vae.likelihood": "gaussian", "model.num_classes": "10"},
 ], ids=["mlp-bernoulli", "conv-gaussian-conditional"])
 def test_vae_step_on_eight_devices_matches_one_device(overrides):

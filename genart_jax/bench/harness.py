@@ -13,6 +13,7 @@ dtypes; XLA:CPU's cost analysis of the same step is shown beside them where it d
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.metadata
 import itertools
 import json
@@ -245,30 +246,26 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
     return report
 
 
+def peer_modules() -> dict[str, Any]:
+    """The PyTorch peers (`genart_jax/bench/peers/torch_*.py`) by module name; each names the
+    architecture it is written after (`MIRRORS`) and maps a config to its `make_step`'s
+    arguments (`peer_kwargs`)."""
+    import pkgutil
+
+    from genart_jax.bench import peers
+
+    return {m.name: importlib.import_module(f"{peers.__name__}.{m.name}")
+            for m in pkgutil.iter_modules(peers.__path__) if m.name.startswith("torch_")}
+
+
 def peer_for(cfg) -> tuple[str, dict] | None:
     """(peer module name, keyword arguments of its make_step) for a config with a PyTorch
-    peer: DCGAN -> torch_dcgan, R3GAN -> torch_r3gan, conv VAE -> torch_vae; None for the
-    others."""
-    if cfg.model.family == "gan" and cfg.model.arch == "dcgan":
-        return "torch_dcgan", {"size": cfg.data.image_size, "nz": cfg.model.latent_dim}
-    if cfg.model.family == "gan" and cfg.model.arch == "r3gan":
-        m, t = cfg.model, cfg.train
-        if (m.num_classes or cfg.augment.ada or cfg.augment.diffaugment or cfg.augment.flip
-                or t.gan_loss != "relativistic" or t.penalty_every != 1):
-            return None  # the peer implements the unconditional, unaugmented, eager-R1/R2 step
-        return "torch_r3gan", {"size": cfg.data.image_size, "nz": m.latent_dim,
-                               "channels": cfg.data.channels, "widths": tuple(m.r3gan_widths),
-                               "blocks": tuple(m.r3gan_blocks), "expansion": m.r3gan_expansion,
-                               "group_size": m.r3gan_group_size, "r1_gamma": t.r1_gamma,
-                               "r2_gamma": t.r2_gamma, "lr": cfg.d_optimizer.learning_rate}
-    if cfg.model.family == "vae" and cfg.model.arch == "conv":
-        o = cfg.optimizer
-        if (o.name != "adam" or cfg.model.num_classes or cfg.vae.likelihood != "gaussian"
-                or cfg.vae.scale != "learned" or not cfg.vae.discretized):
-            return None  # the peer implements unconditional, discretised learned-scale only
-        return "torch_vae", {"size": cfg.data.image_size, "channels": cfg.data.channels,
-                             "latent": cfg.model.latent_dim, "width": cfg.model.vae_width,
-                             "lr": o.learning_rate, "betas": (o.b1, o.b2), "eps": o.eps}
+    peer: the peer that mirrors its architecture, where it implements the config's options;
+    None for the others."""
+    for name, module in peer_modules().items():
+        if tuple(module.MIRRORS) == (cfg.model.family, cfg.model.arch):
+            kwargs = module.peer_kwargs(cfg)
+            return None if kwargs is None else (name, kwargs)
     return None
 
 
@@ -279,8 +276,6 @@ def prepare_peers(name: str, batches: list[int] | None, warmup: int,
     each of `dtypes`: float32, and bfloat16 under `torch.autocast`), on the GPU when genart_jax
     runs on one and PyTorch can use it, else on the CPU; built and warmed up."""
     try:
-        import importlib
-
         import torch  # noqa: F401
     except ImportError:
         print("PyTorch not installed (pip install -e '.[bench]'): no peer rows")
@@ -292,7 +287,7 @@ def prepare_peers(name: str, batches: list[int] | None, warmup: int,
         return []
     from genart_jax.bench.peers.timing import peer_device, peer_info
 
-    module = importlib.import_module(f"genart_jax.bench.peers.{peer[0]}")
+    module = peer_modules()[peer[0]]
     device = peer_device(jax.default_backend())
     prepared = []
     for dt, b, compile_model in itertools.product(dtypes, batches or [cfg.train.batch_size],

@@ -16,7 +16,7 @@ def get_config():
     c.model.family = "vae"
     c.model.arch = "conv"
     c.model.latent_dim = 128
-    c.model.vae_width = 32
+    c.model.conv_vae.width = 32
     c.model.dtype = "float32"
     c.data.image_size = 32
     c.data.channels = 3

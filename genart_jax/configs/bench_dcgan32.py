@@ -12,8 +12,8 @@ def get_config():
     c = base_config()
     c.model.arch = "dcgan"
     c.model.latent_dim = 100
-    c.model.g_width = 64
-    c.model.d_width = 64
+    c.model.dcgan.g_width = 64
+    c.model.dcgan.d_width = 64
     c.data.image_size = 32
     c.data.channels = 3
     c.train.batch_size = 128

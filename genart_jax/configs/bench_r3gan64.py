@@ -13,10 +13,10 @@ def get_config():
     c = base_config()
     c.model.arch = "r3gan"
     c.model.latent_dim = 64
-    c.model.r3gan_widths = (128, 128, 128, 64, 32)
-    c.model.r3gan_blocks = (1, 1, 1, 1, 1)
-    c.model.r3gan_expansion = 2
-    c.model.r3gan_group_size = 16
+    c.model.r3gan.widths = (128, 128, 128, 64, 32)
+    c.model.r3gan.blocks = (1, 1, 1, 1, 1)
+    c.model.r3gan.expansion = 2
+    c.model.r3gan.group_size = 16
     c.data.image_size = 64
     c.data.channels = 3
     c.train.batch_size = 32

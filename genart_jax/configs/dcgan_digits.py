@@ -13,8 +13,8 @@ def get_config():
     c = base_config()
     c.model.arch = "dcgan"
     c.model.latent_dim = 64
-    c.model.g_width = 32
-    c.model.d_width = 32
+    c.model.dcgan.g_width = 32
+    c.model.dcgan.d_width = 32
     c.data.name = "digits"
     c.data.image_size = 32
     c.data.channels = 1

@@ -11,9 +11,9 @@ def get_config():
     c = base_config()
     c.model.arch = "mlp"
     c.model.latent_dim = 100
-    c.model.mlp_g_hidden = (128, 256, 512, 1024)
-    c.model.mlp_d_hidden = (1024, 512, 256)
-    c.model.mlp_leak = 0.01
+    c.model.mlp_gan.g_hidden = (128, 256, 512, 1024)
+    c.model.mlp_gan.d_hidden = (1024, 512, 256)
+    c.model.mlp_gan.leak = 0.01
     c.data.name = "digits"
     c.data.image_size = 28
     c.data.channels = 1

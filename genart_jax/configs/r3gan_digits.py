@@ -17,10 +17,10 @@ def get_config():
     c = base_config()
     c.model.arch = "r3gan"
     c.model.latent_dim = 64
-    c.model.r3gan_widths = (64, 64, 64, 32)  # 4x4, 8x8, 16x16, 32x32
-    c.model.r3gan_blocks = (1, 1, 1, 1)
-    c.model.r3gan_expansion = 2
-    c.model.r3gan_group_size = 16
+    c.model.r3gan.widths = (64, 64, 64, 32)  # 4x4, 8x8, 16x16, 32x32
+    c.model.r3gan.blocks = (1, 1, 1, 1)
+    c.model.r3gan.expansion = 2
+    c.model.r3gan.group_size = 16
     c.data.name = "digits"
     c.data.image_size = 32
     c.data.channels = 1

@@ -14,8 +14,8 @@ from genart_jax.config import recipe
 def get_config():
     c = recipe("r3gan_folder64")  # the same losses, optimizer, EMA and augmentation
     c.model.latent_dim = 512
-    c.model.r3gan_widths = (768, 768, 768, 768, 384, 192, 96)  # 4 .. 256 px
-    c.model.r3gan_blocks = (2, 2, 2, 2, 2, 2, 2)
+    c.model.r3gan.widths = (768, 768, 768, 768, 384, 192, 96)  # 4 .. 256 px
+    c.model.r3gan.blocks = (2, 2, 2, 2, 2, 2, 2)
     c.model.dtype = "bfloat16"
     c.data.image_size = 256
     c.train.steps = 200_000

@@ -15,10 +15,10 @@ def get_config():
     c = base_config()
     c.model.arch = "r3gan"
     c.model.latent_dim = 128
-    c.model.r3gan_widths = (384, 384, 384, 192, 96)  # 4, 8, 16, 32, 64 px
-    c.model.r3gan_blocks = (2, 2, 2, 2, 2)
-    c.model.r3gan_expansion = 2
-    c.model.r3gan_group_size = 16
+    c.model.r3gan.widths = (384, 384, 384, 192, 96)  # 4, 8, 16, 32, 64 px
+    c.model.r3gan.blocks = (2, 2, 2, 2, 2)
+    c.model.r3gan.expansion = 2
+    c.model.r3gan.group_size = 16
     c.data.name = "my_folder"  # set --config.data.name=NAME of the prepared folder
     c.data.image_size = 64
     c.data.channels = 3

@@ -13,7 +13,7 @@ def get_config():
     c.model.family = "vae"
     c.model.arch = "mlp"
     c.model.latent_dim = 16
-    c.model.vae_hidden = (512, 256)
+    c.model.mlp_vae.hidden = (512, 256)
     c.data.name = "digits"
     c.data.image_size = 28
     c.data.channels = 1

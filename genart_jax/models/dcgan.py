@@ -21,8 +21,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from genart_jax.models.conditioning import ConditionalBatchNorm, check_labels, projection
+from genart_jax.models.registry import Architecture, compute_dtype, register_architecture
 from genart_jax.models.resample_conv import downsample_conv, upsample_conv
 
 Dtype = Any
@@ -173,3 +175,36 @@ class DCGANDiscriminator(nn.Module):
         if self.num_classes > 0:
             logits = logits + projection(x, labels, self.num_classes, self.dtype)
         return logits
+
+
+def build(settings: ml_collections.ConfigDict, model: ml_collections.ConfigDict,
+          data: ml_collections.ConfigDict, *, axis_name: str | None, bn_momentum: float
+          ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
+    """(generator, discriminator) of `model.dcgan` at the data's image size and channels."""
+    dtype = compute_dtype(model.dtype)
+    num_stages(data.image_size)  # validates the size with a clear message
+    g = DCGANGenerator(image_size=data.image_size, channels=data.channels,
+                       width=settings.g_width, dtype=dtype, axis_name=axis_name,
+                       bn_momentum=bn_momentum, num_classes=model.num_classes,
+                       conv_forms=model.conv_forms)
+    d = DCGANDiscriminator(width=settings.d_width, dtype=dtype, axis_name=axis_name,
+                           bn_momentum=bn_momentum, num_classes=model.num_classes,
+                           conv_forms=model.conv_forms)
+    return g, d
+
+
+def check(settings: ml_collections.ConfigDict, cfg: ml_collections.ConfigDict) -> None:
+    """Its resolution doubles from 4x4: a size it cannot make is a data.image_size error."""
+    del settings
+    try:
+        num_stages(cfg.data.image_size)
+    except ValueError as e:
+        raise ValueError(f"config key 'data.image_size': {e}") from e
+
+
+register_architecture(Architecture(
+    "dcgan", family="gan", section="dcgan", build=build, check=check, convolutional=True,
+    defaults={"g_width": 64,  # ngf: channels of the last hidden generator layer
+              "d_width": 64},  # ndf: channels of the first discriminator layer
+    positive=("g_width", "d_width"),
+    renamed={"g_width": "g_width", "d_width": "d_width"}))

@@ -14,8 +14,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from genart_jax.models.conditioning import check_labels, class_scale_shift, projection
+from genart_jax.models.registry import Architecture, compute_dtype, register_architecture
 
 Dtype = Any
 
@@ -65,3 +67,24 @@ class MLPDiscriminator(nn.Module):
         if self.num_classes > 0:
             logits = logits + projection(x, labels, self.num_classes, self.dtype)
         return logits
+
+
+def build(settings: ml_collections.ConfigDict, model: ml_collections.ConfigDict,
+          data: ml_collections.ConfigDict, *, axis_name: str | None, bn_momentum: float
+          ) -> tuple[MLPGenerator, MLPDiscriminator]:
+    """(generator, discriminator) of `model.mlp_gan` for the data's image shape (no BatchNorm:
+    `axis_name` and `bn_momentum` do not apply)."""
+    del axis_name, bn_momentum
+    dtype = compute_dtype(model.dtype)
+    shape = (data.image_size, data.image_size, data.channels)
+    g = MLPGenerator(out_shape=shape, hidden=tuple(settings.g_hidden), leak=settings.leak,
+                     dtype=dtype, num_classes=model.num_classes)
+    d = MLPDiscriminator(hidden=tuple(settings.d_hidden), leak=settings.leak, dtype=dtype,
+                         num_classes=model.num_classes)
+    return g, d
+
+
+register_architecture(Architecture(
+    "mlp", family="gan", section="mlp_gan", build=build,
+    defaults={"g_hidden": (128, 256, 512, 1024), "d_hidden": (1024, 512, 256), "leak": 0.01},
+    renamed={"mlp_g_hidden": "g_hidden", "mlp_d_hidden": "d_hidden", "mlp_leak": "leak"}))

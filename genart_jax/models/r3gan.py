@@ -47,8 +47,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from genart_jax.models.conditioning import check_labels
+from genart_jax.models.registry import Architecture, compute_dtype, register_architecture
 
 Dtype = Any
 LEAK = 0.2
@@ -71,14 +73,14 @@ def check_schema(widths: Sequence[int], blocks: Sequence[int], expansion: int,
     n = r3gan_stages(image_size)
     if len(widths) != n or len(blocks) != n:
         raise ValueError(f"r3gan at {image_size} px has {n} stages (4x4 .. {image_size}x"
-                         f"{image_size}): model.r3gan_widths and model.r3gan_blocks need {n} "
+                         f"{image_size}): model.r3gan.widths and model.r3gan.blocks need {n} "
                          f"entries each, got {len(widths)} and {len(blocks)}")
     if min(widths) <= 0 or min(blocks) < 0 or expansion <= 0 or group_size <= 0:
         raise ValueError("r3gan widths, expansion and group size must be positive and block "
                          "counts >= 0")
     bad = [w for w in widths if (w * expansion) % group_size]
     if bad:
-        raise ValueError(f"r3gan: width * expansion must be a multiple of model.r3gan_group_size"
+        raise ValueError(f"r3gan: width * expansion must be a multiple of model.r3gan.group_size"
                          f"={group_size}; widths {bad} are not")
 
 
@@ -275,3 +277,35 @@ class R3GANDiscriminator(nn.Module):
                          embedding_init=msr_init(1.0 / math.sqrt(self.embed_dim)),
                          name="class_embedding")(labels)
         return jnp.sum(x.astype(jnp.float32) * embed, axis=-1)
+
+
+def build(settings: ml_collections.ConfigDict, model: ml_collections.ConfigDict,
+          data: ml_collections.ConfigDict, *, axis_name: str | None, bn_momentum: float
+          ) -> tuple[R3GANGenerator, R3GANDiscriminator]:
+    """(generator, discriminator) of `model.r3gan` at the data's image size and channels (no
+    normalisation: `axis_name` and `bn_momentum` do not apply)."""
+    del axis_name, bn_momentum
+    shared = dict(widths=tuple(settings.widths), blocks=tuple(settings.blocks),
+                  expansion=settings.expansion, group_size=settings.group_size,
+                  num_classes=model.num_classes, embed_dim=settings.embed_dim,
+                  dtype=compute_dtype(model.dtype))
+    g = R3GANGenerator(image_size=data.image_size, channels=data.channels, **shared)
+    return g, R3GANDiscriminator(**shared)
+
+
+def check(settings: ml_collections.ConfigDict, cfg: ml_collections.ConfigDict) -> None:
+    """One width and block count per stage at data.image_size; groups that divide."""
+    check_schema(settings.widths, settings.blocks, settings.expansion, settings.group_size,
+                 cfg.data.image_size)
+
+
+register_architecture(Architecture(
+    "r3gan", family="gan", section="r3gan", build=build, check=check, convolutional=True,
+    defaults={"widths": (256, 256, 256, 256),  # channels per stage, 4x4 stage first
+              "blocks": (1, 1, 1, 1),  # residual blocks per stage
+              "expansion": 2,  # inverted-bottleneck expansion of each block
+              "group_size": 16,  # channels per group of the grouped convolution
+              "embed_dim": 64},  # conditional: class embedding width
+    positive=("expansion", "group_size", "embed_dim"),
+    renamed={f"r3gan_{k}": k for k in ("widths", "blocks", "expansion", "group_size",
+                                        "embed_dim")}))

@@ -89,9 +89,9 @@ def abstract_state(cfg: ml_collections.ConfigDict) -> Any:
 
 def check_resumable(saved: dict[str, Any], cfg: ml_collections.ConfigDict, where: Path) -> None:
     """A clear error when the saved run's state has other shapes than this config's."""
-    from genart_jax.config import validate
+    from genart_jax.config import from_dict
 
-    saved_cfg = validate(ml_collections.ConfigDict(saved))
+    saved_cfg = from_dict(saved)  # a run saved by an older version too
     shapes = checkpoint.tree_shapes
     if shapes(abstract_state(saved_cfg)) == shapes(abstract_state(cfg)):
         return

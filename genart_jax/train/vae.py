@@ -1,6 +1,7 @@
-"""The VAE family: model + optimizer + step wired to a driver, its state's shapes, the grids it
-writes (prior samples, reconstructions, latent interpolation) and its evaluation (negative
-ELBO and the K-sample importance-weighted bound on a held-out split)."""
+"""The VAE family's hooks (`train.families`): model + optimizer + step, its state's shapes, the
+grids it writes (prior samples, reconstructions, latent interpolation), the variables it
+samples and exports, and its evaluation (negative ELBO and the K-sample importance-weighted
+bound on a held-out split)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -15,10 +17,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genart_jax import losses, sampling
+from genart_jax.data import read_split
+from genart_jax.data.pipeline import split_length
 from genart_jax.models import build_vae
-from genart_jax.models.vae import VAE
+from genart_jax.models.registry import architecture_of
 from genart_jax.parallel import DATA, check_batch_divisible, make_driver, unroll_fused_steps
 from genart_jax.train.optim import make_optimizer
+from genart_jax.train.requests import (
+    EvalPlan,
+    EvalRequest,
+    RequestError,
+    SampleRequest,
+    Written,
+    drawn,
+)
 from genart_jax.train.state import VAEState, init_vae_state
 from genart_jax.train.vae_step import Likelihood, make_vae_step
 
@@ -26,7 +38,7 @@ PROGRESS = ("neg_elbo", "kl")
 PyTree = Any
 
 
-def build_model(cfg: ml_collections.ConfigDict) -> VAE:
+def build_model(cfg: ml_collections.ConfigDict) -> nn.Module:
     return build_vae(cfg)
 
 
@@ -43,7 +55,7 @@ def build_training(cfg: ml_collections.ConfigDict, devices=None, steps_per_call:
     step = make_vae_step(model, tx, Likelihood.from_config(cfg.vae), beta=cfg.vae.beta,
                          kl_warmup_steps=cfg.vae.kl_warmup_steps, axis_name=DATA)
     driver = make_driver(cfg.train.driver, step, devices, steps_per_call=steps_per_call,
-                         unroll=unroll_fused_steps(convolutional=cfg.model.arch == "conv"))
+                         unroll=unroll_fused_steps(architecture_of(cfg).convolutional))
     check_batch_divisible(cfg.train.batch_size, driver.num_devices, jax.process_count())
     return driver, init_fn
 
@@ -91,28 +103,64 @@ def interpolation(cfg, params, a: np.ndarray, b: np.ndarray, label: int | None =
 
 def write_samples(cfg: ml_collections.ConfigDict, state: VAEState, path: Path,
                   real: tuple[np.ndarray, np.ndarray] | None = None,
-                  themes: list[int] | None = None, num: int | None = None,
-                  seed: int | None = None) -> list[Path]:
+                  themes: list[int] | None = None) -> list[Path]:
+    """The grids of a state at `path`: see `write_grids`."""
+    return write_grids(cfg, state.params, path, real, themes)
+
+
+def write_grids(cfg: ml_collections.ConfigDict, params: PyTree, path: str | Path,
+                real: tuple[np.ndarray, np.ndarray] | None = None,
+                themes: list[int] | None = None, num: int | None = None,
+                seed: int | None = None) -> list[Path]:
     """Prior samples at `path`; with real images also PATH_reconstructions.png (input row above
     output row) and PATH_interpolation.png (slerp between the first two images)."""
     path = Path(path)
     num = cfg.sample.num if num is None else num
     seed = cfg.sample.seed if seed is None else seed
-    images = prior_samples(cfg, state.params, num=num, seed=seed, themes=themes)
+    images = prior_samples(cfg, params, num=num, seed=seed, themes=themes)
     _, ncols = sampling.theme_labels(num, cfg.model.num_classes, themes)  # a theme per column
     written = [sampling.save_png(sampling.image_grid(images, ncols=ncols), path)]
     if real is not None:
         x, y = real
         x, y = x[:16], y[:16]
-        rec = reconstructions(cfg, state.params, x, y)
+        rec = reconstructions(cfg, params, x, y)
         cols = min(8, len(x))
         grid = sampling.image_grid(sampling.interleave_rows(x, rec, cols), ncols=cols)
         written.append(sampling.save_png(grid, path.with_name(path.stem + "_reconstructions.png")))
         if len(x) >= 2:
-            strip = interpolation(cfg, state.params, x[0], x[1], int(y[0]))
+            strip = interpolation(cfg, params, x[0], x[1], int(y[0]))
             written.append(sampling.save_png(sampling.image_grid(strip, ncols=len(strip)),
                                              path.with_name(path.stem + "_interpolation.png")))
     return written
+
+
+def variables(cfg: ml_collections.ConfigDict, state: VAEState, use_ema: bool = True
+              ) -> tuple[PyTree, PyTree, bool]:
+    """(params, batch_stats, EMA or not) that sampling and export use: encoder and decoder
+    (reconstructions need both), no statistics, no moving average."""
+    del cfg, use_ema
+    return state.params, {}, False
+
+
+def generate(cfg: ml_collections.ConfigDict, params: PyTree, batch_stats: PyTree, *, num: int,
+             seed: int) -> np.ndarray:
+    """Decoder means at `num` prior latents of `seed`."""
+    del batch_stats
+    return prior_samples(cfg, params, num=num, seed=seed)
+
+
+def sample(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree,
+           request: SampleRequest, out: str | Path) -> Written:
+    """Prior samples at `out`, reconstructions and interpolation of held-out images beside."""
+    del stats
+    if request.interpolate or request.direction or request.truncation is not None:
+        raise RequestError("--truncation, --interpolate and --direction apply to GANs")
+    real = read_split(cfg.data, cfg.vae.eval_split, limit=16)
+    paths = write_grids(cfg, params, out, real, themes=request.themes, num=request.num,
+                        seed=request.seed)
+    return Written(request.num, "VAE prior", paths,
+                   f"; reconstructions and interpolation of {cfg.vae.eval_split} images to "
+                   f"{', '.join(map(str, paths[1:]))}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,3 +206,25 @@ def evaluate(cfg: ml_collections.ConfigDict, params: PyTree, images: np.ndarray,
     return {"examples": len(images), "k": k, "neg_elbo_nats": neg_elbo, "neg_iwae_nats": neg_iwae,
             "neg_elbo_bits_per_dim": float(losses.bits_per_dim(neg_elbo, dims)),
             "neg_iwae_bits_per_dim": float(losses.bits_per_dim(neg_iwae, dims))}
+
+
+def plan_eval(cfg: ml_collections.ConfigDict, state: VAEState, request: EvalRequest
+              ) -> EvalPlan:
+    """A VAE's `genart eval`: its likelihood bounds on the held-out split (default
+    vae.eval_split) with K = vae.eval_samples, and sample quality only where asked for."""
+    split = request.split or cfg.vae.eval_split
+    k = request.samples or cfg.vae.eval_samples
+    if k <= 0:
+        raise RequestError(f"--samples must be positive, got {k}")
+    if request.limit is not None and request.limit <= 0:
+        raise RequestError(f"--limit must be positive, got {request.limit}")
+    images, labels = read_split(cfg.data, split, request.limit, seed=request.subset_seed)
+    total = split_length(cfg.data, split)
+    r = dict(split=split, likelihood=cfg.vae.likelihood, split_images=total,
+             subset_seed=request.subset_seed,
+             **evaluate(cfg, state.params, images, labels, k=k))
+    summary = (f"{split} split ({drawn(len(images), total, request.subset_seed)}, "
+               f"{cfg.vae.likelihood} likelihood): -ELBO {r['neg_elbo_nats']:.2f} nats "
+               f"({r['neg_elbo_bits_per_dim']:.4f} bits/dim); -IWAE(K={k}) "
+               f"{r['neg_iwae_nats']:.2f} nats ({r['neg_iwae_bits_per_dim']:.4f} bits/dim)")
+    return EvalPlan(r, summary, "VAE prior samples", split, request.metrics or ())

@@ -7,7 +7,7 @@ for i in 0 1; do
   PYTHONPATH=${ROOT:-$PWD} JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=2 \
   GENART_COORDINATOR=127.0.0.1:$port GENART_NUM_PROCESSES=2 GENART_PROCESS_ID=$i PYTHONFAULTHANDLER=1 \
   timeout -s ABRT ${TMO:-150} python -m genart_jax.cli train --no-progress --config gan_mlp_digits \
-   "--config.model.mlp_g_hidden=(8,)" "--config.model.mlp_d_hidden=(8,)" --config.train.batch_size=8 \
+   "--config.model.mlp_gan.g_hidden=(8,)" "--config.model.mlp_gan.d_hidden=(8,)" --config.train.batch_size=8 \
    --config.train.sample_every=0 --config.checkpoint.every_steps=0 --config.sample.num=4 \
    --workdir $d/run "$@" > $d/p$i.log 2>&1 &
 done

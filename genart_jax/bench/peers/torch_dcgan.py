@@ -7,6 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+MIRRORS = ("gan", "dcgan")  # the (model.family, model.arch) this peer is written after
+
+
+def peer_kwargs(cfg) -> dict | None:
+    """`make_step`'s keyword arguments for a config of the architecture it mirrors."""
+    return {"size": cfg.data.image_size, "nz": cfg.model.latent_dim}
+
+
 
 def build(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3, size: int = 32):
     import torch

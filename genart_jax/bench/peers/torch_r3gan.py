@@ -12,6 +12,22 @@ from collections.abc import Callable, Sequence
 
 GAIN = math.sqrt(2.0 / (1.0 + 0.2**2))
 
+MIRRORS = ("gan", "r3gan")  # the (model.family, model.arch) this peer is written after
+
+
+def peer_kwargs(cfg) -> dict | None:
+    """`make_step`'s keyword arguments for a config of the architecture it mirrors; None for
+    what the peer does not implement (conditioning, augmentation, another loss, lazy R1/R2)."""
+    m, s, t = cfg.model, cfg.model.r3gan, cfg.train
+    if (m.num_classes or cfg.augment.ada or cfg.augment.diffaugment or cfg.augment.flip
+            or t.gan_loss != "relativistic" or t.penalty_every != 1):
+        return None
+    return {"size": cfg.data.image_size, "nz": m.latent_dim, "channels": cfg.data.channels,
+            "widths": tuple(s.widths), "blocks": tuple(s.blocks), "expansion": s.expansion,
+            "group_size": s.group_size, "r1_gamma": t.r1_gamma, "r2_gamma": t.r2_gamma,
+            "lr": cfg.d_optimizer.learning_rate}
+
+
 
 def build(widths: Sequence[int] = (128, 128, 128, 64, 32), blocks: Sequence[int] = (1,) * 5,
           expansion: int = 2, group_size: int = 16, nz: int = 64, channels: int = 3):

@@ -15,6 +15,21 @@ from collections.abc import Callable
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+MIRRORS = ("vae", "conv")  # the (model.family, model.arch) this peer is written after
+
+
+def peer_kwargs(cfg) -> dict | None:
+    """`make_step`'s keyword arguments for a config of the architecture it mirrors; None for
+    what the peer does not implement (it is unconditional, discretised learned-scale only)."""
+    o = cfg.optimizer
+    if (o.name != "adam" or cfg.model.num_classes or cfg.vae.likelihood != "gaussian"
+            or cfg.vae.scale != "learned" or not cfg.vae.discretized):
+        return None
+    return {"size": cfg.data.image_size, "channels": cfg.data.channels,
+            "latent": cfg.model.latent_dim, "width": cfg.model.conv_vae.width,
+            "lr": o.learning_rate, "betas": (o.b1, o.b2), "eps": o.eps}
+
+
 def num_stages(size: int) -> int:
     k = math.log2(size / 4)
     if k < 1 or k != int(k):
