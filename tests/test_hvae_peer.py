@@ -102,7 +102,7 @@ def test_forward_equals_the_jax_model_with_copied_weights_and_noise(kwargs):
         tloss, tdist, tkls = peer.loss_per_dim(tmodel, xt, epst)
         tout, _ = tmodel(xt, epst)
 
-    np.testing.assert_allclose(tout.permute(0, 2, 3, 1).numpy(), out, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(tout.permute(0, 2, 3, 1).numpy(), out, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(tkls.numpy(), kls, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(tdist.numpy(), distortion, rtol=1e-5)
     np.testing.assert_allclose(float(tloss), float(loss), rtol=1e-5)
