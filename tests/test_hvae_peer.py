@@ -14,31 +14,16 @@ import pytest
 
 from genart_jax.models import hvae
 
+# tests/test_hvae.py's two configurations (8 px RGB; 16 px greyscale, widths changing) and
+# its pictures of a square on a flat background
+from tests.test_hvae import OTHER, TINY, images
+
 torch = pytest.importorskip("torch")
 peer = pytest.importorskip("genart_jax.bench.peers.hvae")
 
-# tests/test_hvae.py's two configurations: 8 px RGB with 3x3 and 1x1 blocks; 16 px greyscale
-# with widths changing between resolutions, 1x1 convs at 2 px, no start bias above 8 px.
-TINY = dict(image_size=8, channels=3, resolutions=(8, 1), widths=(8, 8), enc_blocks=(1, 0),
-            dec_blocks=(1, 1), zdim=2, num_mixtures=2)
-OTHER = dict(image_size=16, channels=1, resolutions=(16, 8, 2, 1), widths=(8, 12, 16, 16),
-             enc_blocks=(2, 1, 1, 1), dec_blocks=(1, 2, 1, 1), zdim=3, num_mixtures=1,
-             no_bias_above=8)
 # RGB, three resolutions, two groups at 4 px, widths changing (the equality test's third case)
 THREE = dict(image_size=8, channels=3, resolutions=(8, 4, 1), widths=(8, 12, 8),
              enc_blocks=(1, 2, 1), dec_blocks=(1, 2, 1), zdim=2, num_mixtures=3)
-
-
-def images(n, size, channels, seed=0):
-    """uint8 pictures: a flat background colour and a square of another colour."""
-    rng = np.random.default_rng(seed)
-    x = np.empty((n, size, size, channels), np.uint8)
-    for i in range(n):
-        x[i] = rng.integers(0, 256, channels)
-        s = rng.integers(2, size // 2 + 1)
-        r, c = rng.integers(0, size - s + 1, 2)
-        x[i, r:r + s, c:c + s] = rng.integers(0, 256, channels)
-    return x
 
 
 def torch_count(kwargs) -> int:
