@@ -111,6 +111,22 @@ def base_config() -> ml_collections.ConfigDict:
     c.vae.eval_samples = 100  # K of the importance-weighted bound in `genart eval`
     c.vae.eval_split = "test"
 
+    # the hierarchical VAE (model.arch="hvae"): its optimizer and step, as VDVAE trains
+    c.hvae = ml_collections.ConfigDict()
+    c.hvae.optimizer = "adamw"  # "adamw" | "adamax"
+    c.hvae.learning_rate = 2e-4
+    c.hvae.warmup_steps = 100  # linear warm-up, counted in applied updates
+    c.hvae.b1 = 0.9
+    c.hvae.b2 = 0.9
+    c.hvae.eps = 1e-8
+    c.hvae.weight_decay = 0.01  # decoupled, scaled by the learning rate
+    c.hvae.grad_clip = 200.0  # global gradient norm clipped to this (0: off)
+    c.hvae.skip_threshold = 400.0  # updates with a gradient norm >= this are skipped (0: never)
+    c.hvae.ema_rate = 0.9999  # EMA of the weights (sampling and eval use it; sample.use_ema)
+    # sampling temperature: one value, or one per latent group (top group first)
+    c.hvae.temperature = (1.0,)
+    c.hvae.eval_split = "test"
+
     c.g_optimizer = _optimizer_defaults()  # GAN generator
     c.d_optimizer = _optimizer_defaults()  # GAN discriminator
     c.optimizer = _optimizer_defaults()  # single-network families (VAE)
@@ -249,6 +265,7 @@ DTYPES = ("float32", "bfloat16")
 _CHOICES = {
     "vae.likelihood": ("bernoulli", "gaussian"),
     "vae.scale": ("learned", "fixed"),
+    "hvae.optimizer": ("adamw", "adamax"),
     "optimizer.name": ("adam", "rmsprop"),
     "model.dtype": DTYPES,
     "model.conv_forms": ("auto", "xla"),  # resample_conv.FORMS
@@ -312,6 +329,17 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
     for key in ("model.num_classes", "vae.kl_warmup_steps", "vae.beta"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
+    for key in ("hvae.learning_rate", "hvae.eps", "hvae.weight_decay", "hvae.grad_clip",
+                "hvae.skip_threshold", "hvae.warmup_steps"):
+        if flat[key] < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
+    for key in ("hvae.b1", "hvae.b2", "hvae.ema_rate"):
+        if not 0.0 <= flat[key] < 1.0:
+            raise ConfigError(f"config key '{key}' must be in [0, 1), got {flat[key]}")
+    temps = flat["hvae.temperature"]
+    if not temps or any(not isinstance(t, int | float) or t < 0 for t in temps):
+        raise ConfigError(f"config key 'hvae.temperature' must be one or more temperatures "
+                          f">= 0, got {temps!r}")
     for key in ("train.r1_gamma", "train.r2_gamma"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")

@@ -66,6 +66,7 @@ import jax
 import jax.numpy as jnp
 
 from genart_jax import dmol
+from genart_jax.models.registry import Architecture, compute_dtype, register_architecture
 
 Dtype = Any
 Temperature = float | Sequence[float] | jax.Array
@@ -503,3 +504,42 @@ def count_params(image_size: int = 32, channels: int = 3,
                           + conv(1, zdim, w) + block(w, w, w, res))
         total += res * res * w if res <= no_bias_above else 0
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# The architecture `model.arch="hvae"` (family "vae", trained and served by the "hvae" hooks of
+# `genart_jax.train.families`); its settings are `model.hvae.*`, its optimizer and step `hvae.*`.
+
+SETTINGS = ("resolutions", "widths", "enc_blocks", "dec_blocks", "zdim", "bottleneck",
+            "num_mixtures", "no_bias_above")
+
+
+def build(settings: Any, cfg: Any) -> HVAE:
+    """The HVAE of a config: `model.hvae.*` at `data.image_size` x `data.channels`, computing
+    in `model.dtype`."""
+    kw = {k: (tuple(settings[k]) if isinstance(settings[k], tuple | list) else settings[k])
+          for k in SETTINGS}
+    return HVAE(image_size=cfg.data.image_size, channels=cfg.data.channels,
+                dtype=compute_dtype(cfg.model.dtype), **kw)
+
+
+def check(settings: Any, cfg: Any) -> None:
+    """The settings describe a network for the data's size; an unconditional model."""
+    try:
+        check_schema(cfg.data.image_size, tuple(settings.resolutions), tuple(settings.widths),
+                     tuple(settings.enc_blocks), tuple(settings.dec_blocks))
+    except ValueError as e:
+        raise ValueError(f"{e} (config keys model.hvae.resolutions, .widths, .enc_blocks, "
+                         f".dec_blocks; data.image_size {cfg.data.image_size})") from e
+    if not 0 < settings.bottleneck <= 1 or int(min(settings.widths) * settings.bottleneck) < 1:
+        raise ValueError(f"config key 'model.hvae.bottleneck' must be in (0, 1] and leave each "
+                         f"block >= 1 channel, got {settings.bottleneck}")
+    if cfg.model.num_classes:
+        raise ValueError("model.arch 'hvae' is unconditional: set model.num_classes=0")
+
+
+_CIFAR = vdvae_cifar10()
+register_architecture(Architecture(
+    "hvae", family="vae", section="hvae", hooks="hvae", convolutional=True,
+    build=build, check=check, positive=("zdim", "num_mixtures", "no_bias_above"),
+    defaults={k: _CIFAR[k] for k in SETTINGS}))  # VDVAE's CIFAR-10 network at 32 px

@@ -6,7 +6,8 @@ call: its family ("gan" or "vae"), its name within that family, its config secti
 optional validator and whether its step is convolution-bound. The package's `__init__` imports
 every module of `genart_jax/models/` (importing this module imports the package first), so a
 new architecture is its module, a recipe and a test: the config schema, `config.validate`,
-`build_gan`/`build_vae` and the drivers find it here.
+`build_gan`/`build_vae` and the drivers find it here. An architecture with a state and step of
+its own (the hierarchical VAE) names its hooks (`train.families`) with `hooks=`.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ class Architecture:
     `defaults` as their schema (keys, types and default values). `build(settings, ...)`, with
     `settings` that section: for a GAN `build(settings, model, data, axis_name=, bn_momentum=)
     -> (generator, discriminator)` (the `model` and `data` config sections); for a VAE
-    `build(settings, cfg) -> module` with `encode(x, y) -> (mu, logvar)` and `decode(z, y)`.
+    `build(settings, cfg) -> module` with `encode(x, y) -> (mu, logvar)` and `decode(z, y)`
+    (or any module, for an architecture with `hooks` of its own).
     `check(settings, cfg)` raises ValueError with a message that names the key to change.
     `positive`: keys of the section that must be > 0 (checked whichever arch is chosen, as
     every schema value). `convolutional`: its fused steps are convolution-bound
     (`parallel.unroll_fused_steps`). `renamed`: flat `model.*` keys of older versions -> the
-    section's key, refused in configs with a pointer to the new key (saved runs are mapped)."""
+    section's key, refused in configs with a pointer to the new key (saved runs are mapped).
+    `hooks`: the `train.families` hooks that train and serve it, where they are not its
+    family's own (its state and step differ: the hierarchical VAE's are "hvae")."""
     name: str
     family: str
     section: str
@@ -42,6 +46,7 @@ class Architecture:
     positive: tuple[str, ...] = ()
     convolutional: bool = False
     renamed: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    hooks: str = ""
 
     def settings(self, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         """This architecture's section of a `model` config section."""

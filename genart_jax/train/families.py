@@ -1,8 +1,8 @@
-"""Model families (GAN, VAE), each registered once with its hooks: what the loop builds and
-shows, the grids it writes, the variables that sampling and export use, and what `genart
-sample` and `genart eval` do with it. Code above the models (the loop, export, quality, the CLI)
-asks `family_of(cfg)` instead of comparing family names; an architecture (models.registry)
-names its family."""
+"""Model families (GAN, VAE; the hierarchical VAE has hooks of its own), each registered once
+with its hooks: what the loop builds and shows, the grids it writes, the variables that
+sampling and export use, and what `genart sample` and `genart eval` do with it. Code above the
+models (the loop, export, quality, the CLI) asks `family_of(cfg)` instead of comparing family
+names; an architecture (models.registry) names its family, and its hooks where they differ."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from genart_jax.train import gan, vae
+from genart_jax.train import gan, hvae, vae
 from genart_jax.train.requests import EvalPlan, EvalRequest, SampleRequest, Written
 
 PyTree = Any
@@ -59,11 +59,16 @@ def register_family(family: Family) -> Family:
 
 
 def family_of(cfg: ml_collections.ConfigDict) -> Family:
-    """The registered family of a config's `model.family`."""
-    if cfg.model.family not in FAMILIES:
+    """The registered hooks of a config: its architecture's own (`Architecture.hooks`, e.g.
+    the hierarchical VAE's), else its `model.family`'s."""
+    from genart_jax.models.registry import ARCHITECTURES
+
+    arch = ARCHITECTURES.get((cfg.model.family, cfg.model.arch))
+    name = (arch.hooks if arch is not None else "") or cfg.model.family
+    if name not in FAMILIES:
         raise ValueError(f"unknown model.family {cfg.model.family!r}; choose one of "
                          f"{tuple(FAMILIES)}")
-    return FAMILIES[cfg.model.family]
+    return FAMILIES[name]
 
 
 GAN = register_family(Family(
@@ -74,3 +79,7 @@ VAE = register_family(Family(
     "vae", vae.build_training, vae.abstract_state, vae.write_samples, vae.PROGRESS,
     batches_per_step=lambda cfg: 1, variables=vae.variables, generate=vae.generate,
     sample=vae.sample, plan_eval=vae.plan_eval))
+HVAE = register_family(Family(
+    "hvae", hvae.build_training, hvae.abstract_state, hvae.write_samples, hvae.PROGRESS,
+    batches_per_step=lambda cfg: 1, variables=hvae.variables, generate=hvae.generate,
+    sample=hvae.sample, plan_eval=hvae.plan_eval))

@@ -28,6 +28,7 @@ class SampleRequest:
     frames: int = 8
     direction: str | None = None
     strength: float = 1.0
+    temperature: tuple[float, ...] | None = None  # HVAE: one, or one per latent group
 
 
 @dataclasses.dataclass(frozen=True)
