@@ -147,6 +147,9 @@ def _add_sample(sub) -> None:
                    help="GAN: add --strength times this latent direction (e.g. from "
                         "`genart feedback --save-direction`)")
     s.add_argument("--strength", type=float, default=1.0)
+    s.add_argument("--temperature", default=None, metavar="T[,T...]",
+                   help="hvae: the prior's temperature, one value or one per latent group "
+                        "(top group first; default: the config's hvae.temperature)")
 
 
 def _sample(args) -> int:
@@ -171,11 +174,25 @@ def _sample(args) -> int:
     request = SampleRequest(num=args.num, seed=args.seed, themes=themes, weights=weights,
                             truncation=args.truncation, interpolate=args.interpolate,
                             frames=args.frames, direction=args.direction,
-                            strength=args.strength)
+                            strength=args.strength,
+                            temperature=_temperatures(args.temperature))
     written = family.sample(cfg, params, stats, request, args.out)
     print(f"Wrote {written.count} samples from step {step} ({written.what}) to "
           f"{written.paths[0]}{written.also}")
     return 0
+
+
+def _temperatures(text: str | None) -> tuple[float, ...] | None:
+    """`--temperature 0.8` or `0.9,0.9,0.7,...` -> a tuple of floats (None when not given)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError as e:
+        raise _UsageError(f"--temperature takes numbers separated by commas, got {text!r}") from e
+    if not values or min(values) < 0:
+        raise _UsageError(f"--temperature takes one or more values >= 0, got {text!r}")
+    return values
 
 
 def _data_config(name: str, image_size: int | None = None, channels: int | None = None,

@@ -93,6 +93,8 @@ def sample_latents(request: SampleRequest, dim: int) -> tuple[jax.Array, int | N
     truncation, then the direction."""
     if request.num <= 0 or request.frames < 2:
         raise RequestError("--num must be positive and --frames at least 2")
+    if request.temperature is not None:
+        raise RequestError("--temperature applies to an hvae; a GAN takes --truncation")
     ncols = None
     if request.interpolate:
         ncols = request.frames

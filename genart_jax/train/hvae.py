@@ -92,7 +92,7 @@ def abstract_state(cfg: ml_collections.ConfigDict) -> HVAEState:
 def temperatures(model: hvae.HVAE, values) -> np.ndarray:
     """One temperature per latent group from one value or one per group (a RequestError
     otherwise, naming the count)."""
-    t = np.asarray(tuple(values) if isinstance(values, tuple | list) else (values,), np.float32)
+    t = np.asarray(values, np.float32).reshape(-1)
     if t.size == 1:
         t = np.full(model.num_groups, t[0], np.float32)
     if t.shape != (model.num_groups,):

@@ -155,6 +155,8 @@ def sample(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree,
     del stats
     if request.interpolate or request.direction or request.truncation is not None:
         raise RequestError("--truncation, --interpolate and --direction apply to GANs")
+    if request.temperature is not None:
+        raise RequestError("--temperature applies to an hvae (model.arch=hvae)")
     real = read_split(cfg.data, cfg.vae.eval_split, limit=16)
     paths = write_grids(cfg, params, out, real, themes=request.themes, num=request.num,
                         seed=request.seed)
