@@ -125,6 +125,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.hvae.ema_rate = 0.9999  # EMA of the weights (sampling and eval use it; sample.use_ema)
     # sampling temperature: one value, or one per latent group (top group first)
     c.hvae.temperature = (1.0,)
+    # pixels of samples and grids: "greedy" (the most probable mixture component's centre, as
+    # the conv VAE shows decoder means) | "sample" (drawn from the DMoL, as VDVAE shows them)
+    c.hvae.pixels = "greedy"
     c.hvae.eval_split = "test"
 
     c.g_optimizer = _optimizer_defaults()  # GAN generator
@@ -266,6 +269,7 @@ _CHOICES = {
     "vae.likelihood": ("bernoulli", "gaussian"),
     "vae.scale": ("learned", "fixed"),
     "hvae.optimizer": ("adamw", "adamax"),
+    "hvae.pixels": ("greedy", "sample"),
     "optimizer.name": ("adam", "rmsprop"),
     "model.dtype": DTYPES,
     "model.conv_forms": ("auto", "xla"),  # resample_conv.FORMS

@@ -103,28 +103,29 @@ def temperatures(model: hvae.HVAE, values) -> np.ndarray:
     return t
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _sample(model, n, params, key, temps, top):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _sample(model, n, greedy, params, key, temps, top):
     """uint8 (n, S, S, C) from the prior; `top` replaces the top group's latents (or None)."""
     z_key, px_key = jax.random.split(key)
     out = model.apply({"params": params}, n, key=jax.random.split(z_key, n),
                       temperature=temps, latents=() if top is None else (top,),
                       method=model.sample)
-    return dmol.sample(px_key, out, model.channels)
+    return dmol.sample(px_key, out, model.channels, greedy=greedy)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _reconstruct(model, groups, params, x, key, temps):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _reconstruct(model, groups, greedy, params, x, key, temps):
     return hvae.reconstruct_images(model, {"params": params}, x, key, num_groups=groups,
-                                   temperature=temps)
+                                   temperature=temps, greedy_pixels=greedy)
 
 
 def prior_images(cfg: ml_collections.ConfigDict, params: PyTree, *, num: int, seed: int,
                  temperature=None, top_latents: np.ndarray | None = None,
                  progress: bool = False) -> np.ndarray:
-    """`num` samples in [-1, 1] (N, S, S, C), drawn in chunks of CHUNK: image i's latents
-    from fold_in(PRNGKey(seed), i // CHUNK) (so a grid is the start of a larger draw of the
-    same seed at the same chunking). `top_latents` (num, r, r, zdim) fixes the top group."""
+    """`num` samples in [-1, 1] (N, S, S, C), pixels as `hvae.pixels`, drawn in chunks of
+    CHUNK: image i's latents from fold_in(PRNGKey(seed), i // CHUNK) (so a grid is the start of
+    a larger draw of the same seed at the same chunking). `top_latents` (num, r, r, zdim)
+    fixes the top group."""
     model = build_model(cfg)
     temps = jnp.asarray(temperatures(model, cfg.hvae.temperature if temperature is None
                                      else temperature))
@@ -133,8 +134,8 @@ def prior_images(cfg: ml_collections.ConfigDict, params: PyTree, *, num: int, se
                                    desc="sampling", unit="chunk")):
         n = min(CHUNK, num - start)
         top = None if top_latents is None else jnp.asarray(top_latents[start:start + n])
-        out.append(np.asarray(_sample(model, n, params, jax.random.fold_in(key, i), temps,
-                                      top)))
+        out.append(np.asarray(_sample(model, n, cfg.hvae.pixels == "greedy", params,
+                                      jax.random.fold_in(key, i), temps, top)))
     return to_model_range_np(np.concatenate(out))
 
 
@@ -149,8 +150,9 @@ def reconstruction_rows(cfg: ml_collections.ConfigDict, params: PyTree, x: np.nd
     g = model.num_groups
     ks = sorted({max(1, g >> i) for i in range(4)} | {1}, reverse=True)
     xs = jnp.asarray(x)
-    rows = [x] + [to_model_range_np(np.asarray(
-        _reconstruct(model, k, params, xs, jax.random.PRNGKey(seed), temps))) for k in ks]
+    greedy = cfg.hvae.pixels == "greedy"
+    rows = [x] + [to_model_range_np(np.asarray(_reconstruct(
+        model, k, greedy, params, xs, jax.random.PRNGKey(seed), temps))) for k in ks]
     return np.concatenate(rows), ks
 
 
