@@ -299,12 +299,13 @@ def plan_eval(cfg: ml_collections.ConfigDict, state: HVAEState, request: EvalReq
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _steered(model, n, params, top, temps, key):
-    """uint8 images of n given top-group latents: every example's lower groups and pixels from
-    the same `key` (vmapped, so an image does not depend on its place in the batch)."""
-    z_key, px_key = jax.random.split(key)
-    out = model.apply({"params": params}, n, key=jnp.broadcast_to(z_key, (n, *z_key.shape)),
+    """uint8 images of n given top-group latents: every example's lower groups drawn with the
+    same `key` (so an image does not depend on its place in the batch), the pixels the DMoL's
+    mode (greedy, as reconstructions: no pixel noise, which a fixed key would print as the
+    same speckle on every image)."""
+    out = model.apply({"params": params}, n, key=jnp.broadcast_to(key, (n, *key.shape)),
                       temperature=temps, latents=(top,), method=model.sample)
-    return jax.vmap(lambda o: dmol.sample(px_key, o[None], model.channels)[0])(out)
+    return dmol.sample(key, out, model.channels, greedy=True)
 
 
 def top_prior(model: hvae.HVAE, params: PyTree) -> tuple[np.ndarray, np.ndarray]:
@@ -325,9 +326,10 @@ class TopGroupLatents:
     temperature 1 in standard form, z_top = mean + std * u (`top_prior`), so u ~ N(0, I) is
     the prior and truncation toward 0 is the top group's temperature. The lower groups are
     drawn from the prior at `temperature` (default `hvae.temperature`) with ONE FIXED key
-    (PRNGKey(noise_seed)), the same for every image, and so are the pixels from the DMoL:
-    the same u always gives the same image, in any batch, and a small step in u is a small
-    change of the picture. A different noise_seed is a different fixed draw of the details."""
+    (PRNGKey(noise_seed)), the same for every image, and the pixels are the DMoL's mode
+    (greedy, as the reconstructions): the same u always gives the same image, in any batch,
+    and a small step in u is a small change of the picture. A different noise_seed is a
+    different fixed draw of the details."""
 
     conditional = False
     distillable = False  # feedback's --finetune distils a GAN generator
