@@ -466,6 +466,9 @@ def _add_feedback(sub) -> None:
                         "(default 16; 1 = off)")
     f.add_argument("--ridge", type=float, default=None,
                    help="new sessions: ridge strength of the preference model (default 1)")
+    f.add_argument("--temperature", type=float, default=None,
+                   help="new sessions of an hvae: temperature of the lower latent groups (the "
+                        "top group is steered; default hvae.temperature)")
     f.add_argument("--save-direction", default=None, metavar="FILE.npy",
                    help="write the liked-minus-disliked latent direction")
     f.add_argument("--finetune", type=int, default=None, metavar="STEPS",
@@ -480,7 +483,7 @@ def _feedback(args) -> int:
                                  use_ema=False if args.no_ema else None,
                                  smoothing=args.smoothing, std_floor=args.std_floor,
                                  contraction=args.contraction, screen=args.screen,
-                                 ridge=args.ridge)
+                                 ridge=args.ridge, temperature=args.temperature)
     if args.finetune is not None:
         session.check_finetune()
     given = args.like is not None or args.dislike is not None
@@ -581,7 +584,11 @@ def _directions(args) -> int:
     for k, why in result["skipped"].items():
         print(f"  class {k} skipped: {why}")
     found = list(result["directions"])
-    if found:
+    if found and gen.family == "hvae":  # top-group directions: `genart sample` takes none
+        print(f"wrote class_K.npy for classes {','.join(found)} (directions in the hvae's top "
+              f"latent group) and directions.png to {args.out}; steer with them in `genart "
+              f"studio --workdir {args.workdir} --directions {args.out}`")
+    elif found:
         print(f"wrote class_K.npy for classes {','.join(found)} and directions.png (first row "
               f"as drawn, then one row per class at strength {args.strength}) to {args.out}; "
               f"use one with `genart sample --workdir {args.workdir} --out s.png --direction "
@@ -612,6 +619,9 @@ def _add_studio(sub) -> None:
     st.add_argument("--directions", default=None, help="folder of `genart directions` "
                     "(default: WORKDIR/directions)")
     st.add_argument("--seed", type=int, default=None, help="new sessions only (default 0)")
+    st.add_argument("--temperature", type=float, default=None,
+                    help="new sessions of an hvae: temperature of the lower latent groups "
+                         "(default hvae.temperature; the page has a slider)")
 
 
 def _studio(args) -> int:
@@ -622,7 +632,7 @@ def _studio(args) -> int:
         raise _UsageError(f"--port must be in 0..65535 and --num in 1..256, got {args.port} "
                           f"and {args.num}")
     studio = Studio(args.workdir, directions=args.directions, num=args.num,
-                    session_options={"seed": args.seed})
+                    session_options={"seed": args.seed, "temperature": args.temperature})
     try:
         server = serve(studio, args.host, args.port)
     except OSError as e:

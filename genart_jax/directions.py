@@ -1,10 +1,16 @@
-"""Per-class attribute directions of an unconditional GAN, found with a classifier.
+"""Per-class attribute directions of an unconditional GAN (or of an hvae's top latent group),
+found with a classifier.
 
 Draw N latents from the prior (`sampling.latents(seed, ...)`), generate, classify; for each class
 k the direction is mean(latents classified k) - mean(latents of the rest)
 (`sampling.attribute_direction`). Adding it to any latent (`sampling.apply_direction`, or
 `genart sample --direction class_K.npy --strength S`) pushes the sample toward class k. A class
 that no sample (or every sample) was classified as has no direction and is skipped.
+
+For an hvae the latents are its top group's in standard form (`train.hvae.TopGroupLatents`:
+u ~ N(0, I) is the group's prior; the lower groups at `hvae.temperature` from a fixed key), so
+the same recipe applies: a direction moves the top of the hierarchy toward the class, and the
+studio's class sliders use it (`genart sample --direction` is a GAN's).
 
 `steering_shares` measures what a direction does: the share of held-out prior samples
 classified k before and after adding direction k at a few strengths.
@@ -33,15 +39,17 @@ class DirectionError(ValueError):
 
 def checkpoint_generator(workdir: str | Path, step: int | None = None, use_ema: bool = True
                          ) -> CheckpointGenerator:
-    """The generator of an unconditional GAN workdir; a VAE or a conditional GAN (whose class
-    is its label, not a latent direction: use `genart sample --theme`) is a DirectionError."""
+    """The generator of an unconditional GAN or an hvae workdir; a VAE or a conditional GAN
+    (whose class is its label, not a latent direction: use `genart sample --theme`) is a
+    DirectionError."""
     from genart_jax.train.families import family_of
 
     cfg = checkpoint.workdir_config(workdir)
     model = cfg.model
     if not family_of(cfg).steers_latents:
-        raise DirectionError(f"class directions are latent directions of a GAN; {workdir} "
-                             f"holds a {model.family.upper()}")
+        raise DirectionError(f"class directions are latent directions of a GAN or of an hvae's "
+                             f"top latent group; {workdir} holds a {model.family.upper()} "
+                             f"(model.arch={model.arch})")
     if model.num_classes > 0:
         raise DirectionError(f"{workdir} holds a conditional GAN ({model.num_classes} "
                              f"classes): its class is its label, pick it with `genart "

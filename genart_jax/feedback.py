@@ -29,7 +29,12 @@ reach 80% against 24 of 30.
 A session lives in WORKDIR/feedback/: session.json (settings, the checkpoint step it uses),
 feedback.jsonl (one record per rated round), round_NNN.npy (the latents of round NNN) and
 round_NNN.png (its numbered grid). `finetune` distils the refit distribution into a new
-generator checkpoint under feedback/finetuned-roundK/ (see `distill`).
+generator checkpoint under feedback/finetuned-roundK/ (see `distill`; GANs only).
+
+The latents are the workdir's family's (`Family.latent_generator`): a GAN's z, or an hvae's
+top latent group in standard form (u ~ N(0, I) is its prior; `train.hvae.TopGroupLatents`),
+the lower groups drawn at the session's `temperature` (default `hvae.temperature`) from one
+fixed key, so that the same latent always shows the same image.
 """
 
 from __future__ import annotations
@@ -201,30 +206,50 @@ class Generator(Protocol):
 
 class CheckpointGenerator:
     """The generator of a workdir's checkpoint (EMA weights with recalibrated BatchNorm
-    statistics by default, as `genart sample` uses)."""
+    statistics by default, as `genart sample` uses), through its family's
+    `latent_generator` hook: a GAN's latents, or an hvae's top-group latents (the lower groups
+    at `temperature`, default `hvae.temperature`, from a fixed key: see
+    `train.hvae.TopGroupLatents`)."""
 
-    def __init__(self, workdir: str | Path, step: int | None = None, use_ema: bool = True):
+    def __init__(self, workdir: str | Path, step: int | None = None, use_ema: bool = True,
+                 temperature: float | None = None):
         from genart_jax.train.families import family_of
         from genart_jax.train.workdir import restore_workdir
 
         cfg = checkpoint.workdir_config(workdir)
-        if not family_of(cfg).steers_latents:
-            raise FeedbackError("feedback sessions steer GAN latents; this workdir holds a "
-                                f"{cfg.model.family.upper()}")
+        family = family_of(cfg)
+        if not family.steers_latents:
+            raise FeedbackError("feedback sessions steer the latents of a GAN or an hvae; "
+                                f"this workdir holds a {cfg.model.family.upper()} "
+                                f"(model.arch={cfg.model.arch})")
+        if temperature is not None and family.name != "hvae":
+            raise FeedbackError("a temperature applies to an hvae's lower latent groups; this "
+                                "workdir holds a GAN (steer it with truncation)")
 
         self.cfg, self.state, self.meta, self.step = restore_workdir(workdir, step, cfg)
-        self.use_ema = use_ema
-        self.params, self.stats = sampling.generator_variables(self.cfg, self.state, use_ema)
-        self.latent_dim = int(self.cfg.model.latent_dim)
+        self.use_ema, self.family = use_ema, family.name
+        self.params, self.stats, _ = family.variables(self.cfg, self.state, use_ema)
+        try:
+            self.latents = family.latent_generator(self.cfg, self.params, self.stats,
+                                                   temperature)
+        except ValueError as e:
+            raise FeedbackError(str(e)) from e
+        self.latent_dim = int(self.latents.latent_dim)
+
+    @property
+    def temperature(self):
+        """The default temperature of its images (an hvae's, per group), or None (a GAN)."""
+        return self.latents.temperature
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
-        return sampling.generate_from_latents(self.cfg, self.params, self.stats, z)
+        return self.latents(z)
 
 
 # --- The session ----------------------------------------------------------------------------
 
 class FeedbackSession:
-    """A rating session over a trained GAN, kept on disk so it resumes where it stopped.
+    """A rating session over a trained GAN or hvae (its top group's latents), kept on disk so
+    it resumes where it stopped.
 
     In a notebook: `s = FeedbackSession("runs/dcgan_digits"); s.draw()` shows the numbered
     grid; `s.rate(like=[3, 7], dislike=[1])`; `s.draw()` shows the next round.
@@ -236,15 +261,17 @@ class FeedbackSession:
                  use_ema: bool | None = None, seed: int | None = None,
                  smoothing: float | None = None, std_floor: float | None = None,
                  contraction: float | None = None, screen: int | None = None,
-                 ridge: float | None = None):
+                 ridge: float | None = None, temperature: float | None = None):
         self.workdir = Path(workdir)
         self.dir = Path(session_dir) if session_dir else self.workdir / "feedback"
         asked = {"seed": seed, "smoothing": smoothing, "std_floor": std_floor,
                  "contraction": contraction, "screen": screen, "ridge": ridge,
-                 "use_ema": use_ema, "step": step}
+                 "use_ema": use_ema, "step": step, "temperature": temperature}
         stored = json.loads((self.dir / SESSION).read_text()) if self.has_session() else {}
         clash = [f"{k}={stored[k]!r} (asked {v!r})" for k, v in asked.items()
                  if v is not None and k in stored and stored[k] != v]
+        if stored and temperature is not None and "temperature" not in stored:
+            clash.append(f"the workdir's default temperature (asked {temperature!r})")
         if clash:
             raise FeedbackError(f"the session in {self.dir} was started with "
                                 f"{', '.join(clash)}; omit those options to continue it")
@@ -258,6 +285,9 @@ class FeedbackSession:
         if int(self.settings["screen"]) < 1 or float(self.settings["ridge"]) <= 0:
             raise FeedbackError(f"screen must be >= 1 and ridge > 0, got "
                                 f"{self.settings['screen']} and {self.settings['ridge']}")
+        t = self.settings.get("temperature")
+        if t is not None and not (isinstance(t, int | float) and math.isfinite(t) and t >= 0):
+            raise FeedbackError(f"the temperature must be a number >= 0, got {t!r}")
         self._generator = generator
         if "step" not in stored:  # pin the checkpoint: later training must not change it
             self.settings["step"] = getattr(self.generator, "step", None)
@@ -275,7 +305,8 @@ class FeedbackSession:
     def generator(self) -> Generator:
         if self._generator is None:
             self._generator = CheckpointGenerator(self.workdir, self.settings.get("step"),
-                                                  self.settings["use_ema"])
+                                                  self.settings["use_ema"],
+                                                  self.settings.get("temperature"))
         return self._generator
 
     @property
@@ -376,7 +407,11 @@ class FeedbackSession:
 
     def check_finetune(self) -> None:
         """A FeedbackError if `finetune` cannot work for this generator, said before anything
-        is written: it distils an unconditional generator."""
+        is written: it distils an unconditional GAN generator."""
+        latents = getattr(self.generator, "latents", None)
+        if latents is not None and not latents.distillable:
+            raise FeedbackError("--finetune distils a GAN generator; an hvae is steered by its "
+                                "session's rounds (and --save-direction), not fine-tuned")
         cfg = getattr(self.generator, "cfg", None)
         if cfg is not None and cfg.model.num_classes:
             raise FeedbackError(f"--finetune distils an unconditional generator; this GAN is "
@@ -396,6 +431,7 @@ class FeedbackSession:
         gen = self.generator
         if not isinstance(gen, CheckpointGenerator):
             raise FeedbackError("fine-tuning needs the session's workdir checkpoint")
+        self.check_finetune()
         out = self.dir / f"finetuned-round{len(self.history)}"
         if out.exists():
             raise FeedbackError(f"{out} exists already; rate another round or move it away")

@@ -1,5 +1,5 @@
-"""Shared by the studio tests: one tiny trained GAN per test session, a running studio on a
-copy of it, and a small JSON client for its API."""
+"""Shared by the studio tests: one tiny trained GAN (and one tiny hvae) per test session, a
+running studio on a copy of it, and a small JSON client for its API."""
 
 from __future__ import annotations
 
@@ -51,6 +51,33 @@ def trained_gan(tmp_path_factory, num_classes: int = 0) -> Path:
             for s in (2, 4)))
         _TRAINED[name] = workdir
     return _TRAINED[name]
+
+
+TINY_HVAE = {"model.hvae.widths": "(8,8,8,8,8)", "model.hvae.dec_blocks": "(1,1,1,1,1)",
+             "model.hvae.zdim": "3", "train.batch_size": "16"}
+
+
+def trained_hvae(tmp_path_factory) -> Path:
+    """A tiny hvae_digits workdir (32x32x1, width 8, one latent group per resolution, the top
+    group (1, 1, 3)), made once per test session like `trained_gan`: its initial weights,
+    perturbed so that the prior blocks (initialised to output zero) and the top latents
+    matter, saved as checkpoint 4."""
+    if "hvae" not in _TRAINED:
+        from genart_jax.config import load_config
+        from genart_jax.train import hvae
+
+        workdir = tmp_path_factory.mktemp("studio_hvae")
+        cfg = load_config("hvae_digits", TINY_HVAE)
+        state = hvae._init_fn(cfg)[-1](jax.random.PRNGKey(0))
+        leaves, tree = jax.tree.flatten(state.params)
+        keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+        noisy = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape, x.dtype)
+                                          for x, k in zip(leaves, keys, strict=True)])
+        state = state.replace(params=noisy, ema_params=noisy)
+        (workdir / "config.json").write_text(to_json(cfg))
+        checkpoint.save(workdir, 4, jax.device_get(state), {"config": json.loads(to_json(cfg))})
+        _TRAINED["hvae"] = workdir
+    return _TRAINED["hvae"]
 
 
 def workdir_copy(src: Path, dst: Path) -> Path:

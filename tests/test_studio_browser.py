@@ -1,6 +1,6 @@
 """The studio page in a real headless Chromium (Debian's chromium + chromium-driver, driven by
 Selenium): click and key through a round, check the history file, move the truncation slider
-and see the images change, and save a screenshot."""
+and see the images change, and save a screenshot; on an hvae, the temperature slider."""
 
 import json
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.studio_support import start, trained_gan, workdir_copy
+from tests.studio_support import start, trained_gan, trained_hvae, workdir_copy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -102,6 +102,42 @@ def test_click_through_a_round_and_move_the_truncation_slider(tmp_path_factory, 
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
         assert np.frombuffer(shot.read_bytes()[:8], np.uint8).tolist()[:4] == [137, 80, 78, 71]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_hvae_has_a_temperature_slider_and_no_finetune(tmp_path_factory, browser):
+    work = workdir_copy(trained_hvae(tmp_path_factory), tmp_path_factory.mktemp("bh") / "run")
+    server = start(work, num=8)
+    try:
+        open_studio(browser, server.url)
+        assert browser.find_element(By.ID, "temperature-box").is_displayed()
+        assert not browser.find_element(By.ID, "ft-box").is_displayed()
+        assert browser.find_element(By.ID, "temperature-value").text == "0.80"
+        before = sources(browser)
+        assert len(before) == 8
+        browser.find_element(By.ID, "temperature").send_keys(Keys.HOME)  # 0.8 -> 0
+        WebDriverWait(browser, 60).until(lambda d: sources(d) != before)
+        assert browser.find_element(By.ID, "temperature-value").text == "0.00"
+        browser.find_element(By.CSS_SELECTOR, "#gallery .tile").click()  # like sample 0
+        browser.find_element(By.ID, "next-round").click()
+        WebDriverWait(browser, 60).until(
+            lambda d: "Round 2" in d.find_element(By.ID, "round-title").text)
+        rec = json.loads((work / "feedback" / "feedback.jsonl").read_text())
+        assert (rec["round"], rec["liked"]) == (1, [0])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_gan_has_no_temperature_slider(tmp_path_factory, browser):
+    work = workdir_copy(trained_gan(tmp_path_factory), tmp_path_factory.mktemp("bg") / "run")
+    server = start(work, num=8)
+    try:
+        open_studio(browser, server.url)
+        assert not browser.find_element(By.ID, "temperature-box").is_displayed()
+        assert browser.find_element(By.ID, "ft-box").is_displayed()
     finally:
         server.shutdown()
         server.server_close()

@@ -88,6 +88,9 @@ class Studio:
         self.gen = first.generator  # loaded once; every request's session reuses it
         cfg = getattr(self.gen, "cfg", None)
         self.num_classes = int(cfg.model.num_classes) if cfg is not None else 0
+        latents = getattr(self.gen, "latents", None)  # the family's hook (a checkpoint's)
+        self.temperature = shown_temperature(getattr(latents, "temperature", None))
+        self.distillable = bool(getattr(latents, "distillable", False))
         folder = Path(directions) if directions else self.workdir / "directions"
         self.directions = load_directions(folder, self.gen.latent_dim)
         self.job: FinetuneJob | None = None
@@ -100,18 +103,21 @@ class Studio:
                                   generator=self.gen, **self.options)
 
     def controls(self, data: Any) -> ctl.Controls:
-        return ctl.parse_controls(data, self.num_classes, self.directions)
+        return ctl.parse_controls(data, self.num_classes, self.directions,
+                                  has_temperature=self.temperature is not None)
 
     def _images(self, z: np.ndarray, controls: ctl.Controls, centre: np.ndarray) -> np.ndarray:
         zz = ctl.apply_latents(z, controls, centre, self.directions)
         labels = ctl.labels_for(len(zz), controls, self.num_classes) if controls.themes else None
-        return render.generate(self.gen, zz, labels)
+        return render.generate(self.gen, zz, labels, controls.temperature)
 
     # --- the API
 
     def state(self) -> dict[str, Any]:
         """What the page needs to lay itself out: the round, the history's liked shares, the
-        model's themes and directions, the session settings and the fine-tune job."""
+        model's themes, directions and temperature (an hvae's session temperature; None: the
+        model has none), whether it can be fine-tuned, the session settings and the fine-tune
+        job."""
         with self.lock:
             s = self.session()
             pending = s.pending()
@@ -120,7 +126,8 @@ class Studio:
                     "num": len(pending) if pending is not None else self._next_num(s),
                     "history": [history_row(r) for r in s.history],
                     "num_classes": self.num_classes, "directions": sorted(self.directions),
-                    "latent_dim": self.gen.latent_dim, "settings": s.settings,
+                    "latent_dim": self.gen.latent_dim, "temperature": self.temperature,
+                    "finetune": self.distillable, "settings": s.settings,
                     "distribution": s.distribution.summary(), "job": self.job_state()}
 
     def _next_num(self, s: fb.FeedbackSession) -> int:
@@ -207,6 +214,8 @@ class Studio:
             if self.job is not None and self.job.state == "running":
                 raise StudioConflict("a fine-tune is running already; wait for it")
             s = self.session()
+            if not self.distillable and isinstance(self.gen, fb.CheckpointGenerator):
+                s.check_finetune()  # an hvae's: refused whatever was rated
             if not s.history or not len(s.liked_latents()[0]):
                 raise StudioError("nothing liked yet: rate at least one round with likes first")
             out = s.dir / f"finetuned-round{len(s.history)}"
@@ -214,6 +223,7 @@ class Studio:
                 raise StudioConflict(f"{out} exists already; rate another round first")
             if not isinstance(self.gen, fb.CheckpointGenerator):
                 raise StudioError("fine-tuning needs the session's workdir checkpoint")
+            s.check_finetune()
             self.job = FinetuneJob(s, steps)
             return self.job_state()
 
@@ -223,6 +233,14 @@ class Studio:
     def run(self) -> dict[str, Any]:
         """The run at a glance (run_files.overview)."""
         return run_files.overview(self.workdir)
+
+
+def shown_temperature(t: Any) -> float | list[float] | None:
+    """A model's default temperature for the page: one number, or one per latent group."""
+    if t is None:
+        return None
+    t = np.atleast_1d(np.asarray(t, np.float64))
+    return float(t[0]) if np.all(t == t[0]) else [float(v) for v in t]
 
 
 def history_row(rec: dict[str, Any]) -> dict[str, Any]:

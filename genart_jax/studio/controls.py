@@ -1,5 +1,5 @@
-"""The page's view controls (truncation, per-class directions, themes) as validated values and
-the pure maps they apply to latents and labels before generation."""
+"""The page's view controls (truncation, per-class directions, themes, an hvae's temperature)
+as validated values and the pure maps they apply to latents and labels before generation."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 from genart_jax import sampling
 
 PSI_RANGE = (0.0, 2.0)
+TEMPERATURE_RANGE = (0.0, 2.0)
 STRENGTH_LIMIT = 10.0
 SEED_LIMIT = 2**31 - 1
 MAX_SAMPLES = 256
@@ -25,15 +26,19 @@ class ControlError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Controls:
     """How latents are turned into images: z -> truncate(z, psi, centre) + sum_k s_k * d_k,
-    labels cycling over `themes` (conditional models; None: every class in turn)."""
+    labels cycling over `themes` (conditional models; None: every class in turn); an hvae's
+    lower latent groups at `temperature` (None: the session's)."""
     psi: float = 1.0
     strengths: tuple[tuple[int, float], ...] = ()
     themes: tuple[int, ...] | None = None
+    temperature: float | None = None
 
     @property
     def is_identity(self) -> bool:
-        """True when the images are the session's own (nothing moved, no theme picked)."""
-        return self.psi == 1.0 and not any(s for _, s in self.strengths) and self.themes is None
+        """True when the images are the session's own (nothing moved, no theme picked, the
+        session's temperature)."""
+        return (self.psi == 1.0 and not any(s for _, s in self.strengths)
+                and self.themes is None and self.temperature is None)
 
 
 def number(value: Any, what: str, lo: float, hi: float) -> float:
@@ -54,14 +59,22 @@ def whole(value: Any, what: str, lo: int, hi: int) -> int:
     return value
 
 
-def parse_controls(data: Any, num_classes: int, directions: dict[int, np.ndarray]
-                   ) -> Controls:
-    """Controls from the page's JSON {"psi": 0.7, "strengths": {"3": 1.5}, "themes": [1, 4]};
-    missing keys keep their defaults, anything else is a ControlError."""
+def parse_controls(data: Any, num_classes: int, directions: dict[int, np.ndarray],
+                   has_temperature: bool = False) -> Controls:
+    """Controls from the page's JSON {"psi": 0.7, "strengths": {"3": 1.5}, "themes": [1, 4],
+    "temperature": 0.8} (temperature: models that have one, an hvae); missing keys keep their
+    defaults, anything else is a ControlError."""
     if data is None:
         return Controls()
-    if not isinstance(data, dict) or set(data) - {"psi", "strengths", "themes"}:
-        raise ControlError(f'controls are {{"psi", "strengths", "themes"}}; got {str(data)[:80]}')
+    keys = {"psi", "strengths", "themes", "temperature"}
+    if not isinstance(data, dict) or set(data) - keys:
+        raise ControlError(f"controls are {sorted(keys)}; got {str(data)[:80]}")
+    temperature = data.get("temperature")
+    if temperature is not None:
+        if not has_temperature:
+            raise ControlError("a temperature applies to an hvae's latent groups; this model "
+                               "has none (use truncation psi)")
+        temperature = number(temperature, "temperature", *TEMPERATURE_RANGE)
     psi = number(data.get("psi", 1.0), "truncation psi", *PSI_RANGE)
     raw = data.get("strengths") or {}
     if not isinstance(raw, dict):
@@ -81,7 +94,7 @@ def parse_controls(data: Any, num_classes: int, directions: dict[int, np.ndarray
         if not isinstance(themes, list) or not themes:
             raise ControlError(f"themes are a non-empty list of classes, got {themes!r}")
         themes = tuple(whole(t, "theme", 0, num_classes - 1) for t in themes)
-    return Controls(psi, tuple(strengths), themes)
+    return Controls(psi, tuple(strengths), themes, temperature)
 
 
 def apply_latents(z: np.ndarray, controls: Controls, centre: np.ndarray,

@@ -20,9 +20,11 @@ def bucket(n: int) -> int:
     return max(MIN_BUCKET, 1 << max(0, n - 1).bit_length())
 
 
-def generate(gen: Generator, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+def generate(gen: Generator, z: np.ndarray, labels: np.ndarray | None = None,
+             temperature: float | None = None) -> np.ndarray:
     """Images (N, H, W, C) in [-1, 1] for latents z (N, D), padded to `bucket(N)` for the jitted
-    generator (eval-mode BatchNorm: a sample does not depend on its batch)."""
+    generator (eval-mode BatchNorm, an hvae's fixed noise: a sample does not depend on its
+    batch). `temperature` (an hvae's) replaces the session's for these images."""
     z = np.asarray(z, np.float32)
     n, pad = len(z), bucket(len(z)) - len(z)
     zp = np.concatenate([z, np.zeros((pad, z.shape[1]), np.float32)])
@@ -30,9 +32,9 @@ def generate(gen: Generator, z: np.ndarray, labels: np.ndarray | None = None) ->
         if labels is None:  # the session's own labels: every class in turn
             labels, _ = sampling.theme_labels(n, gen.cfg.model.num_classes)
         lp = None if labels is None else np.concatenate([labels, np.zeros(pad, np.int32)])
-        out = sampling.generate_from_latents(gen.cfg, gen.params, gen.stats, zp, lp)
-    elif labels is not None:
-        raise ValueError("themes need the workdir's conditional checkpoint")
+        out = gen.latents(zp, lp, temperature=temperature)  # None: the session's
+    elif labels is not None or temperature is not None:
+        raise ValueError("themes and temperature need the workdir's checkpoint")
     else:
         out = gen(zp)
     return np.asarray(out)[:n]

@@ -32,7 +32,12 @@ class Family:
     `generate(cfg, params, batch_stats, num=, seed=) -> images`, `sample(cfg, params,
     batch_stats, SampleRequest, out) -> Written`; eval: `plan_eval(cfg, state, EvalRequest)
     -> EvalPlan`; `steers_latents`: its samples come from a generator of prior latents that
-    feedback sessions, directions and the studio steer."""
+    feedback sessions, directions and the studio steer, through
+    `latent_generator(cfg, params, batch_stats, temperature=None)` (from `variables`): an
+    object with `latent_dim`, `conditional`, `distillable` (feedback's --finetune applies),
+    `temperature` (its default, None where the family has none) and `__call__(z (N,
+    latent_dim), labels=None, temperature=None) -> images (N, H, W, C) in [-1, 1]`, the same
+    image for the same z whatever the batch."""
     name: str
     build_training: Callable[..., tuple[Any, Callable]]
     abstract_state: Callable[[ml_collections.ConfigDict], Any]
@@ -45,6 +50,7 @@ class Family:
                      Written]
     plan_eval: Callable[[ml_collections.ConfigDict, Any, EvalRequest], EvalPlan]
     steers_latents: bool = False
+    latent_generator: Callable[..., Any] | None = None
 
 
 FAMILIES: dict[str, Family] = {}
@@ -74,7 +80,8 @@ def family_of(cfg: ml_collections.ConfigDict) -> Family:
 GAN = register_family(Family(
     "gan", gan.build_training, gan.abstract_state, gan.write_samples, gan.PROGRESS,
     batches_per_step=lambda cfg: cfg.train.d_steps, variables=gan.variables,
-    generate=gan.generate, sample=gan.sample, plan_eval=gan.plan_eval, steers_latents=True))
+    generate=gan.generate, sample=gan.sample, plan_eval=gan.plan_eval, steers_latents=True,
+    latent_generator=gan.latent_generator))
 VAE = register_family(Family(
     "vae", vae.build_training, vae.abstract_state, vae.write_samples, vae.PROGRESS,
     batches_per_step=lambda cfg: 1, variables=vae.variables, generate=vae.generate,
@@ -82,4 +89,5 @@ VAE = register_family(Family(
 HVAE = register_family(Family(
     "hvae", hvae.build_training, hvae.abstract_state, hvae.write_samples, hvae.PROGRESS,
     batches_per_step=lambda cfg: 1, variables=hvae.variables, generate=hvae.generate,
-    sample=hvae.sample, plan_eval=hvae.plan_eval))
+    sample=hvae.sample, plan_eval=hvae.plan_eval, steers_latents=True,
+    latent_generator=hvae.latent_generator))

@@ -147,3 +147,31 @@ def plan_eval(cfg: ml_collections.ConfigDict, state: GANState, request: EvalRequ
     weights = "EMA" if request.use_ema else "raw"
     return EvalPlan({"ema": request.use_ema}, None, f"{weights} generator samples",
                     request.split or "test", request.metrics or METRICS)
+
+
+class GeneratorLatents:
+    """A GAN's generator as a generator of steerable latents (`Family.latent_generator`):
+    z (N, model.latent_dim) -> `sampling.generate_from_latents` (labels for a conditional
+    model). It has no temperature."""
+
+    distillable = True  # feedback's --finetune distils this generator
+
+    def __init__(self, cfg: ml_collections.ConfigDict, params: PyTree, batch_stats: PyTree):
+        self.cfg, self.params, self.stats = cfg, params, batch_stats
+        self.latent_dim = int(cfg.model.latent_dim)
+        self.conditional = cfg.model.num_classes > 0
+        self.temperature = None
+
+    def __call__(self, z: np.ndarray, labels: np.ndarray | None = None,
+                 temperature=None) -> np.ndarray:
+        if temperature is not None:
+            raise ValueError("a temperature applies to an hvae; a GAN takes truncation")
+        return sampling.generate_from_latents(self.cfg, self.params, self.stats, z, labels)
+
+
+def latent_generator(cfg: ml_collections.ConfigDict, params: PyTree, batch_stats: PyTree,
+                     temperature=None) -> GeneratorLatents:
+    """The `Family.latent_generator` hook of a GAN (a temperature is a ValueError)."""
+    if temperature is not None:
+        raise ValueError("a temperature applies to an hvae; a GAN takes truncation")
+    return GeneratorLatents(cfg, params, batch_stats)

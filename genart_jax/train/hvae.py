@@ -293,3 +293,80 @@ def plan_eval(cfg: ml_collections.ConfigDict, state: HVAEState, request: EvalReq
                f"{r['rate_bits_per_dim']:.4f})")
     weights = "EMA" if request.use_ema else "raw"
     return EvalPlan(r, summary, f"{weights} HVAE prior samples", split, request.metrics or ())
+
+
+# ---------------------------------------------------------------------------------------------
+# steering: images from the top group's latents (feedback sessions, directions, the studio)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _steered(model, n, params, top, temps, key):
+    """uint8 images of n given top-group latents: every example's lower groups drawn with the
+    same `key` (so an image does not depend on its place in the batch), the pixels the DMoL's
+    mode (greedy, as reconstructions: no pixel noise, which a fixed key would print as the
+    same speckle on every image)."""
+    out = model.apply({"params": params}, n, key=jnp.broadcast_to(key, (n, *key.shape)),
+                      temperature=temps, latents=(top,), method=model.sample)
+    return dmol.sample(key, out, model.channels, greedy=True)
+
+
+def top_prior(model: hvae.HVAE, params: PyTree) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std), each (r, r, zdim), of the top group's prior p(z_top): its prior block's
+    output on the decoder's starting state (read with Flax's capture_intermediates, so it is
+    what `model.sample` computes)."""
+    _, state = model.apply({"params": params}, 1, key=jax.random.PRNGKey(0),
+                           method=model.sample, capture_intermediates=True,
+                           mutable=["intermediates"])
+    feats = state["intermediates"]["decoder_0"]["prior"]["__call__"][0][0]
+    mean, log_std = np.split(np.asarray(feats[..., :2 * model.zdim], np.float32), 2, axis=-1)
+    return mean, np.exp(log_std)
+
+
+class TopGroupLatents:
+    """An HVAE as a generator of steerable latents (`Family.latent_generator`): a latent u
+    (N, latent_dim), latent_dim = r * r * zdim of the top group, is that group's prior draw at
+    temperature 1 in standard form, z_top = mean + std * u (`top_prior`), so u ~ N(0, I) is
+    the prior and truncation toward 0 is the top group's temperature. The lower groups are
+    drawn from the prior at `temperature` (default `hvae.temperature`) with ONE FIXED key
+    (PRNGKey(noise_seed)), the same for every image, and the pixels are the DMoL's mode
+    (greedy, as the reconstructions): the same u always gives the same image, in any batch,
+    and a small step in u is a small change of the picture. A different noise_seed is a
+    different fixed draw of the details."""
+
+    conditional = False
+    distillable = False  # feedback's --finetune distils a GAN generator
+
+    def __init__(self, cfg: ml_collections.ConfigDict, params: PyTree, temperature=None,
+                 noise_seed: int = 0):
+        self.cfg, self.params, self.model = cfg, params, build_model(cfg)
+        self.shape = tuple(self.model.latent_shapes()[0])
+        self.latent_dim = int(np.prod(self.shape))
+        self.mean, self.std = top_prior(self.model, params)
+        self.temperature = temperatures(self.model, cfg.hvae.temperature if temperature is None
+                                        else temperature)
+        self.key = jax.random.PRNGKey(noise_seed)
+
+    def __call__(self, z: np.ndarray, labels: np.ndarray | None = None,
+                 temperature=None) -> np.ndarray:
+        """Images (N, S, S, C) in [-1, 1] of latents u (N, latent_dim); `temperature` (one
+        value or one per group) replaces the default for this call."""
+        if labels is not None:
+            raise ValueError("labels need a conditional model; an hvae is unconditional")
+        u = np.asarray(z, np.float32)
+        if u.ndim != 2 or u.shape[1] != self.latent_dim or not len(u):
+            raise ValueError(f"latents must be (N > 0, {self.latent_dim}), got {u.shape}")
+        if isinstance(temperature, np.ndarray | jax.Array):
+            temperature = tuple(np.ravel(temperature).tolist())
+        temps = (self.temperature if temperature is None
+                 else temperatures(self.model, temperature))
+        top = self.mean + self.std * u.reshape(len(u), *self.shape)
+        out = _steered(self.model, len(u), self.params, jnp.asarray(top), jnp.asarray(temps),
+                       self.key)
+        return to_model_range_np(np.asarray(out))
+
+
+def latent_generator(cfg: ml_collections.ConfigDict, params: PyTree, batch_stats: PyTree,
+                     temperature=None) -> TopGroupLatents:
+    """The `Family.latent_generator` hook: steering over the top group (`TopGroupLatents`)."""
+    del batch_stats
+    return TopGroupLatents(cfg, params, temperature)

@@ -2,7 +2,8 @@
 "use strict";
 const TOKEN = document.querySelector('meta[name="token"]').content;
 const $ = (id) => document.getElementById(id);
-const S = { round: 0, num: 0, ratings: {}, state: null, strengths: {}, themes: [], busy: false };
+const S = { round: 0, num: 0, ratings: {}, state: null, strengths: {}, themes: [], busy: false,
+  temperature: null };  // null: the session's temperature (an hvae's slider not moved)
 
 async function api(path, body) {
   const opts = { headers: { "X-Studio-Token": TOKEN } };
@@ -25,6 +26,7 @@ function controls() {
   for (const [k, v] of Object.entries(S.strengths)) if (v !== 0) st[k] = v;
   if (Object.keys(st).length) c.strengths = st;
   if (S.themes.length) c.themes = S.themes;
+  if (S.temperature !== null) c.temperature = S.temperature;
   return c;
 }
 
@@ -146,6 +148,13 @@ async function refreshState() {
 }
 
 function buildControls(st) {
+  if (st.temperature !== null && st.temperature !== undefined) {  // an hvae: lower groups' temperature
+    $("temperature-box").hidden = false;
+    const t = Array.isArray(st.temperature) ? 1 : st.temperature;
+    $("temperature").value = t;
+    $("temperature-value").textContent = Array.isArray(st.temperature) ? "per group" : (+t).toFixed(2);
+  }
+  $("ft-box").hidden = !st.finetune;
   if (st.num_classes > 0) {
     $("themes-box").hidden = false;
     $("themes").replaceChildren(...[...Array(st.num_classes).keys()].map((k) => {
@@ -285,6 +294,11 @@ async function main() {
   $("tab-run").addEventListener("click", () => tab("run"));
   $("next-round").addEventListener("click", nextRound);
   $("psi").addEventListener("input", () => { $("psi-value").textContent = (+$("psi").value).toFixed(2); rerender(); });
+  $("temperature").addEventListener("input", () => {
+    S.temperature = +$("temperature").value;
+    $("temperature-value").textContent = S.temperature.toFixed(2);
+    rerender();
+  });
   $("walk-go").addEventListener("click", () => {
     const a = +$("walk-a").value, b = +$("walk-b").value, frames = +$("walk-frames").value;
     showStrip(`Walk from ${a} to ${b}`, api("/api/walk", { a, b, frames, controls: controls() }), `walk_${a}_${b}`);
