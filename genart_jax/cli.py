@@ -348,9 +348,11 @@ def _add_eval(sub) -> None:
                           "of as many as the held-out ones (or --num)")
     v.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     v.add_argument("--samples", type=int, default=None,
-                   help="VAE: K importance samples (default: config vae.eval_samples)")
+                   help="VAE: K importance samples (default: config vae.eval_samples); "
+                        "hvae: ELBO draws per image (default 1)")
     v.add_argument("--split", default=None, help="held-out split of real images (default: "
-                   "config vae.eval_split for a VAE, 'test' otherwise)")
+                   "config vae.eval_split for a VAE, hvae.eval_split for an hvae, 'test' "
+                   "otherwise)")
     v.add_argument("--limit", type=int, default=None,
                    help="use N real images of the held-out split only: a seeded random draw "
                         "over the whole split (--subset-seed), not the first N")
@@ -377,7 +379,7 @@ def _add_eval(sub) -> None:
                    help="generated images (default: as many as real images)")
     v.add_argument("--seed", type=int, default=0, help="seed of the generated images and KID")
     v.add_argument("--no-ema", action="store_true",
-                   help="GAN: the raw generator weights instead of their moving average")
+                   help="GAN, hvae: the raw weights instead of their moving average")
     v.add_argument("--data", default="digits", help="--reference: dataset name")
     v.add_argument("--data_dir", default="", help="--reference: prepared data (default: "
                    "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
@@ -584,11 +586,7 @@ def _directions(args) -> int:
     for k, why in result["skipped"].items():
         print(f"  class {k} skipped: {why}")
     found = list(result["directions"])
-    if found and gen.family == "hvae":  # top-group directions: `genart sample` takes none
-        print(f"wrote class_K.npy for classes {','.join(found)} (directions in the hvae's top "
-              f"latent group) and directions.png to {args.out}; steer with them in `genart "
-              f"studio --workdir {args.workdir} --directions {args.out}`")
-    elif found:
+    if found:
         print(f"wrote class_K.npy for classes {','.join(found)} and directions.png (first row "
               f"as drawn, then one row per class at strength {args.strength}) to {args.out}; "
               f"use one with `genart sample --workdir {args.workdir} --out s.png --direction "

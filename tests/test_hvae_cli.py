@@ -38,7 +38,7 @@ STEPS = 12
 
 # The shipped recipes and their parameter counts (hvae_cifar32: VDVAE's CIFAR-10 network, the
 # reference PyTorch module's count).
-RECIPE_PARAMS = {"hvae_digits": 86_959, "hvae_folder32": 334_964,
+RECIPE_PARAMS = {"hvae_digits": 86_959, "hvae_folder32": 543_644,
                  "hvae_cifar32": 39_145_700, "hvae_folder64": 12_172_324}
 
 
@@ -131,8 +131,19 @@ def test_sample_temperature_export_and_refused_options(runs, tmp_path, capsys):
     sample("x.png", "--temperature", "0.5,0.5", code=2)
     assert "one per latent group (3 for this model), got 2" in capsys.readouterr().err
     sample("x.png", "--temperature", "hot", code=2)
-    sample("x.png", "--truncation", "0.5", code=2)
-    assert "an hvae takes --temperature" in capsys.readouterr().err
+    # GAN options steer the top group (TopGroupLatents): truncation 0 is its prior mean, and
+    # the lower groups are one fixed draw, so every image is the same.
+    flat = _tiles(sample("flat.png", "--num", "4", "--truncation", "0"), 2, 4)
+    assert all(np.array_equal(t, flat[0]) for t in flat)
+    direction = tmp_path / "d.npy"
+    np.save(direction, np.full(2, 3.0, np.float32))  # the top group: 1 x 1 x zdim 2
+    pushed = _tiles(sample("pushed.png", "--num", "4", "--truncation", "0", "--direction",
+                           str(direction)), 2, 4)
+    assert not np.array_equal(pushed[0], flat[0])
+    assert "top group steered" in capsys.readouterr().out
+    np.save(direction, np.ones(3, np.float32))
+    sample("x.png", "--direction", str(direction), code=2)
+    assert "latents are (2,)" in capsys.readouterr().err
     sample("x.png", "--theme", "3", code=2)
 
     export = tmp_path / "g.msgpack"

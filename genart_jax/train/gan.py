@@ -90,11 +90,10 @@ generate = sampling.generate  # (cfg, params, batch_stats, *, num, seed) -> imag
 
 def sample_latents(request: SampleRequest, dim: int) -> tuple[jax.Array, int | None]:
     """(latents, grid columns) of a sample request: seeded (or interpolation strips), then
-    truncation, then the direction."""
+    truncation, then the direction (a GAN's latents, and an hvae's top group in standard form:
+    `hvae.TopGroupLatents`)."""
     if request.num <= 0 or request.frames < 2:
         raise RequestError("--num must be positive and --frames at least 2")
-    if request.temperature is not None:
-        raise RequestError("--temperature applies to an hvae; a GAN takes --truncation")
     ncols = None
     if request.interpolate:
         ncols = request.frames
@@ -120,6 +119,8 @@ def sample(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree,
            request: SampleRequest, out: str | Path) -> Written:
     """The grid of a sample request at `out`: a theme per column of a conditional model (per
     interpolation strip with `interpolate`)."""
+    if request.temperature is not None:
+        raise RequestError("--temperature applies to an hvae; a GAN takes --truncation")
     z, ncols = sample_latents(request, cfg.model.latent_dim)
     num_classes, themes = cfg.model.num_classes, request.themes
     labels, theme_cols = sampling.theme_labels(len(z), num_classes, themes)

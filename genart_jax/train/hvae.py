@@ -202,11 +202,11 @@ def generate(cfg: ml_collections.ConfigDict, params: PyTree, batch_stats: PyTree
 def sample(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree,
            request: SampleRequest, out: str | Path) -> Written:
     """Prior samples at the request's temperature (default `hvae.temperature`) at `out`, and
-    reconstructions of held-out images from the top groups beside."""
+    reconstructions of held-out images from the top groups beside. With --truncation,
+    --interpolate or --direction, the top group's latents are steered as a GAN's
+    (`TopGroupLatents`: truncation is the top group's temperature, the lower groups one fixed
+    draw at the temperature)."""
     del stats
-    if request.interpolate or request.direction or request.truncation is not None:
-        raise RequestError("--truncation, --interpolate and --direction apply to GANs; an "
-                           "hvae takes --temperature")
     if request.themes:
         raise RequestError("--theme needs a conditional model; an hvae is unconditional")
     if request.num <= 0:
@@ -214,11 +214,13 @@ def sample(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree,
     temperature = request.temperature or cfg.hvae.temperature
     model = build_model(cfg)
     temps = temperatures(model, temperature)
+    shown = (f"{temps[0]:g}" if np.all(temps == temps[0])
+             else "per group " + ",".join(f"{t:g}" for t in temps))
+    if request.interpolate or request.direction or request.truncation is not None:
+        return _steered_sample(cfg, params, request, temps, shown, out)
     real = to_model_range_np(read_split_uint8(cfg, cfg.hvae.eval_split, 8))
     paths = write_grids(cfg, params, out, real, num=request.num, seed=request.seed,
                         temperature=temps)
-    shown = (f"{temps[0]:g}" if np.all(temps == temps[0])
-             else "per group " + ",".join(f"{t:g}" for t in temps))
     return Written(request.num, f"{request.weights} HVAE prior, temperature {shown}", paths,
                    f"; reconstructions of {cfg.hvae.eval_split} images from the top latent "
                    f"groups to {', '.join(map(str, paths[1:]))}")
@@ -370,3 +372,15 @@ def latent_generator(cfg: ml_collections.ConfigDict, params: PyTree, batch_stats
     """The `Family.latent_generator` hook: steering over the top group (`TopGroupLatents`)."""
     del batch_stats
     return TopGroupLatents(cfg, params, temperature)
+
+
+def _steered_sample(cfg: ml_collections.ConfigDict, params: PyTree, request: SampleRequest,
+                    temps: np.ndarray, shown: str, out: str | Path) -> Written:
+    """`genart sample` with a GAN's latent options, over the top group (`TopGroupLatents`)."""
+    from genart_jax.train.gan import sample_latents
+
+    generator = TopGroupLatents(cfg, params, temps)
+    z, ncols = sample_latents(request, generator.latent_dim)
+    path = sampling.save_png(sampling.image_grid(generator(np.asarray(z)), ncols), out)
+    return Written(len(z), f"{request.weights} HVAE, top group steered, lower groups at "
+                           f"temperature {shown}", [path])
