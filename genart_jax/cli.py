@@ -380,6 +380,9 @@ def _add_eval(sub) -> None:
     v.add_argument("--seed", type=int, default=0, help="seed of the generated images and KID")
     v.add_argument("--no-ema", action="store_true",
                    help="GAN, hvae: the raw weights instead of their moving average")
+    v.add_argument("--temperature", default=None, metavar="T[,T...]",
+                   help="hvae: the prior's temperature of the samples --metrics scores (one "
+                        "value or one per latent group; default: the config's)")
     v.add_argument("--data", default="digits", help="--reference: dataset name")
     v.add_argument("--data_dir", default="", help="--reference: prepared data (default: "
                    "$TFDS_DATA_DIR or ~/tensorflow_datasets)")
@@ -395,6 +398,7 @@ def _eval(args) -> int:
     import json
 
     from genart_jax import quality
+    from genart_jax.config import apply_overrides
     from genart_jax.data import read_split
     from genart_jax.data.pipeline import split_length
     from genart_jax.train.families import family_of
@@ -423,6 +427,10 @@ def _eval(args) -> int:
         print(json.dumps(result))
         return 0
     cfg, state, step = _restore(args)
+    if args.temperature is not None:  # the hvae's prior temperature for sample-quality metrics
+        if cfg.model.arch != "hvae":
+            raise _UsageError("--temperature applies to an hvae workdir")
+        cfg = apply_overrides(cfg, {"hvae.temperature": repr(_temperatures(args.temperature))})
     plan = family_of(cfg).plan_eval(cfg, state, EvalRequest(
         split=args.split, samples=args.samples, limit=args.limit, subset_seed=args.subset_seed,
         use_ema=not args.no_ema, metrics=which))

@@ -167,8 +167,9 @@ def test_eval_bits_per_dim_and_sample_quality(runs, capsys):
         r["distortion_bits_per_dim"] + r["rate_bits_per_dim"], rel=1e-6)
     assert 0 < r["neg_elbo_bits_per_dim"] < 8.5  # below a uniform 8-bit model (8 bits/dim)+
     assert main(["eval", "--workdir", str(work), "--metrics", "fid,kid,pr", "--classifier",
-                 str(clf), "--num", "48", "--limit", "48"]) == 0
+                 str(clf), "--num", "48", "--limit", "48", "--temperature", "0.5"]) == 0
     r = json.loads((work / "eval.json").read_text().splitlines()[-1])
+    assert r["temperature"] == [0.5] and r["pixels"] == "greedy"
     keys = [k for k in r if k.startswith(("FID", "KID", "precision", "recall"))]
     assert len(keys) >= 4 and all(np.isfinite(r[k]) for k in keys)
     assert "neg_elbo_bits_per_dim" in r

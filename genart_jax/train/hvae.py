@@ -286,7 +286,8 @@ def plan_eval(cfg: ml_collections.ConfigDict, state: HVAEState, request: EvalReq
     images = read_split_uint8(cfg, split, request.limit, request.subset_seed)
     total = split_length(cfg.data, split)
     r = dict(split=split, ema=request.use_ema, split_images=total,
-             subset_seed=request.subset_seed,
+             subset_seed=request.subset_seed, temperature=list(cfg.hvae.temperature),
+             pixels=cfg.hvae.pixels,
              **evaluate(cfg, params, images, samples=samples))
     summary = (f"{split} split ({drawn(len(images), total, request.subset_seed)}, "
                f"{'EMA' if request.use_ema else 'raw'} weights): -ELBO "
