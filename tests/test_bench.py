@@ -200,23 +200,34 @@ def test_device_check_fails_bench_rows_without_the_models_mfu():
         "c bfloat16 k=1: MFU -1.0", "c bfloat16 k=1: MFU 1.3"]
 
 
-def test_bench_times_the_hvae_step_on_uint8_batches_and_counts_its_flops():
+def test_bench_times_the_hvae_and_its_peer_in_one_run_with_the_models_mfu(tmp_path,
+                                                                          monkeypatch):
     """The hierarchical VAE's step, built by its family's hooks, times on the harness's
-    synthetic uint8 batches; its model FLOPs come from the jaxpr like every family's."""
+    synthetic uint8 batches beside its PyTorch eager peer; both rows have the MFU of the
+    model's FLOPs counted from the jaxpr."""
     from genart_jax.bench import harness
     from tests.test_bench_peers import TINY_HVAE
 
-    cfg = load_config("bench_hvae32", TINY_HVAE)
-    assert harness._batch(cfg, 1)["image"].dtype == "uint8"
-    timed, meta = harness.prepare_case(
-        harness.Case("bench_hvae32", 1, "shard_map", "float32", 1, 4), warmup=1,
-        overrides=TINY_HVAE)
-    time_interleaved([timed], steps=2, rounds=1, pause_s=0)
-    flops = harness.model_flops(cfg)
-    row = harness.case_row(meta, timed, flops, peak=1e12)
-    assert row["images_per_sec"] > 0 and row["batch"] == 4 and 0 < row["mfu"] < 1
+    pytest.importorskip("torch")
+    assert harness._batch(load_config("bench_hvae32", TINY_HVAE), 1)["image"].dtype == "uint8"
+    monkeypatch.setattr(harness, "load_config",
+                        lambda name, overrides=None: load_config(name, {**TINY_HVAE,
+                                                                        **(overrides or {})}))
+    monkeypatch.setattr(harness, "matmul_peak", lambda dtype: 1e12)
+    report = harness.run(["bench_hvae32"], [1], ["shard_map"], ["float32"], [1], None,
+                         steps=1, warmup=1, peers=True, out=tmp_path, rounds=1,
+                         xla_flops=False)
+    (row,), (peer,) = report["results"], report["peers"]
+    flops = harness.model_flops(load_config("bench_hvae32", TINY_HVAE))
     # at least the encoder's and decoder's convolutions, forward and backward
     assert flops > 3 * 2 * 4 * 8 * 8 * 3 * 3 * 3 * 8
+    assert row["batch"] == peer["batch"] == 4 and row["flops_per_step"] == flops
+    assert peer["peer"] == "pytorch eager" and peer["flops_per_step"] == flops
+    for r in (row, peer):
+        assert r["images_per_sec"] > 0 and 0 < r["mfu"] < 1
+    md = (tmp_path / "results.md").read_text()
+    assert "| bench_hvae32 | float32 | 4 | 1 | shard_map | 1 |" in md
+    assert "| pytorch eager (cpu, " in md and md.count("%") >= 2
 
 
 def test_device_check_runs_the_hvae_cifar_bench_at_the_largest_batch_that_fits(
