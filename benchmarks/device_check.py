@@ -152,7 +152,7 @@ def hvae_parts(out: Path, logs: Path, parts: list[dict], dry: bool) -> None:
     tried = []
     for batch in (2,) if dry else HVAE_CIFAR_BATCHES:
         part = bench("bench-hvae-cifar32", "hvae_cifar32", "bfloat16", batch, ["--no-peers"],
-                     200)
+                     300)  # the 76 unrolled blocks: a long compile
         tried.append(batch)
         log = logs / "bench-hvae-cifar32.log"
         if part.get("skipped") or part["rc"] == 0 or not (
