@@ -6,8 +6,10 @@ no network), under 8 minutes, failing loudly. Run by `benchmarks/device_check.sh
 
 Parts, each a fresh process with its own time limit: the programs (the GPU backend is there),
 a 200-step training smoke run at the default steps per call and at 1, the loop's floor (the
-tiny MLP GAN, fused and not), `genart bench` for DCGAN-64 bfloat16 at batch 512 and the conv
-VAE (images/s/device, MFU of the model's FLOPs counted from the step's jaxpr, `genart_jax.flops`,
+tiny MLP GAN, fused and not), `genart bench` for DCGAN-64 bfloat16 at batch 512, the conv
+VAE, the hierarchical VAE's bench recipe (bench_hvae32, both dtypes, its PyTorch peer) and VDVAE's
+CIFAR-10 network (hvae_cifar32, bfloat16, at the largest of batch 128, 64, 32 that fits)
+(images/s/device, MFU of the model's FLOPs counted from the step's jaxpr, `genart_jax.flops`,
 against the bf16 matmul peak measured in the same run, the PyTorch peers where torch is
 installed, k = 1 vs 8), and the input pipeline's feed rate. A bench row whose MFU is missing,
 not from that count, or outside (0, 1] fails its part. It writes
@@ -113,6 +115,54 @@ def mfu_problems(rows: list[dict]) -> list[str]:
     return bad
 
 
+# The hierarchical VAE's parts: bench_hvae32 (1.3M parameters) in both dtypes with its PyTorch
+# peers (eager; torch.compile on the GPU), and VDVAE's CIFAR-10 network (hvae_cifar32, 39M
+# parameters, bfloat16, no peers) at the largest batch of HVAE_CIFAR_BATCHES that fits: tried
+# largest first, the next after an out-of-memory failure. One step per call (fusing unrolls the
+# 76 blocks k times). On --dry, batch 2 and 1 step of each.
+HVAE_CIFAR_BATCHES = (128, 64, 32)
+_OOM = re.compile(r"RESOURCE_EXHAUSTED|out of memory|Out of memory|OOM", re.I)
+
+
+def out_of_memory(log_text: str) -> bool:
+    """Whether a failed part's log says the device ran out of memory."""
+    return bool(_OOM.search(log_text))
+
+
+def hvae_parts(out: Path, logs: Path, parts: list[dict], dry: bool) -> None:
+    steps = ["--devices", "1", "--drivers", "shard_map", "--steps-per-call", "1",
+             "--steps", "1" if dry else "20", "--rounds", "1" if dry else "2",
+             "--warmup", "1" if dry else "2", "--no-xla-flops"]
+
+    def bench(name: str, config: str, dtypes: str, batch: int, extra: list[str],
+              timeout: float) -> dict:
+        cmd = [sys.executable, "-m", "genart_jax.cli", "bench", "--configs", config,
+               "--dtypes", dtypes, "--batches", str(batch), *steps, *extra,
+               "--out", str(out / name)]
+        part = _run(name, cmd, timeout, logs / f"{name}.log")
+        part["batch"] = batch
+        part["rows"] = _bench_rows(out / name)
+        problems = mfu_problems(part["rows"])
+        if part["rc"] == 0 and problems:
+            part["rc"] = f"MFU: {'; '.join(problems)}"
+        return part
+
+    parts.append(bench("bench-hvae32", "bench_hvae32", "float32,bfloat16", 2 if dry else 32,
+                       [], 240))
+    tried = []
+    for batch in (2,) if dry else HVAE_CIFAR_BATCHES:
+        part = bench("bench-hvae-cifar32", "hvae_cifar32", "bfloat16", batch, ["--no-peers"],
+                     300)  # the 76 unrolled blocks: a long compile
+        tried.append(batch)
+        log = logs / "bench-hvae-cifar32.log"
+        if part.get("skipped") or part["rc"] == 0 or not (
+                log.is_file() and out_of_memory(log.read_text())):
+            break
+        shutil.copy(log, logs / f"bench-hvae-cifar32-oom-{batch}.log")
+    part["batches_tried"] = tried
+    parts.append(part)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", nargs="?", type=Path, default=None)
@@ -213,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                 parts[-1]["output"] = (logs / "input-pipeline.log").read_text()[-1500:]
         shutil.rmtree(images, ignore_errors=True)
         shutil.rmtree(data_dir, ignore_errors=True)
+    # last: the other parts keep their times; a GPU session with little time left runs these
+    # alone with --parts bench-hvae32,bench-hvae-cifar32
+    hvae_parts(out, logs, parts, dry)
     failed = [q["part"] for q in parts if q.get("rc") != 0]
     summary.update(parts=parts, failed=failed)
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -236,6 +289,8 @@ def _markdown(s: dict) -> str:
         if "last_step" in q:
             what = (f"step {q['last_step']}, median {q['median_images_per_sec']} img/s, "
                     f"{q['final_losses']}")
+        if "batches_tried" in q:
+            what = f"batch {q['batch']} (tried {', '.join(map(str, q['batches_tried']))})"
         if "output" in q:  # the input pipeline's rate line
             what = next((ln for ln in reversed(q["output"].splitlines()) if "images/s" in ln),
                         "")

@@ -3,6 +3,9 @@
 # optax and orbax, no network, under 8 minutes; exits non-zero on anything unexpected.
 #   bash benchmarks/device_check.sh [OUT]        # default OUT: benchmarks/results/gpu-<device>
 #   bash benchmarks/device_check.sh --dry OUT    # the plumbing on CPU, tiny sizes
+#   bash benchmarks/device_check.sh OUT --parts bench-hvae32,bench-hvae-cifar32
+#                                                # the hierarchical VAE's parts alone (last
+#                                                # in a full run; its 480 s may not reach them)
 # The lent machines' image lacks tensorflow-datasets, array_record, grain, ml_collections and
 # what they need. Once, here: `bash scripts/fetch_device_wheels.sh` (into the git-ignored
 # .device_wheels/, about 11 MiB); name .device_wheels in the device call's carry. This script

@@ -1,6 +1,7 @@
 """`genart bench` end to end on a tiny case, and its interleaved timing."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +198,75 @@ def test_device_check_fails_bench_rows_without_the_models_mfu():
         "c k=1: FLOPs not from the jaxpr"]
     assert mfu_problems([{**good, "mfu": -1.0}, {**good, "mfu": 1.3}]) == [
         "c bfloat16 k=1: MFU -1.0", "c bfloat16 k=1: MFU 1.3"]
+
+
+def test_bench_times_the_hvae_and_its_peer_in_one_run_with_the_models_mfu(tmp_path,
+                                                                          monkeypatch):
+    """The hierarchical VAE's step, built by its family's hooks, times on the harness's
+    synthetic uint8 batches beside its PyTorch eager peer; both rows have the MFU of the
+    model's FLOPs counted from the jaxpr."""
+    from genart_jax.bench import harness
+    from tests.test_bench_peers import TINY_HVAE
+
+    pytest.importorskip("torch")
+    assert harness._batch(load_config("bench_hvae32", TINY_HVAE), 1)["image"].dtype == "uint8"
+    monkeypatch.setattr(harness, "load_config",
+                        lambda name, overrides=None: load_config(name, {**TINY_HVAE,
+                                                                        **(overrides or {})}))
+    monkeypatch.setattr(harness, "matmul_peak", lambda dtype: 1e12)
+    report = harness.run(["bench_hvae32"], [1], ["shard_map"], ["float32"], [1], None,
+                         steps=1, warmup=1, peers=True, out=tmp_path, rounds=1,
+                         xla_flops=False)
+    (row,), (peer,) = report["results"], report["peers"]
+    flops = harness.model_flops(load_config("bench_hvae32", TINY_HVAE))
+    # at least the encoder's and decoder's convolutions, forward and backward
+    assert flops > 3 * 2 * 4 * 8 * 8 * 3 * 3 * 3 * 8
+    assert row["batch"] == peer["batch"] == 4 and row["flops_per_step"] == flops
+    assert peer["peer"] == "pytorch eager" and peer["flops_per_step"] == flops
+    for r in (row, peer):
+        assert r["images_per_sec"] > 0 and 0 < r["mfu"] < 1
+    md = (tmp_path / "results.md").read_text()
+    assert "| bench_hvae32 | float32 | 4 | 1 | shard_map | 1 |" in md
+    assert "| pytorch eager (cpu, " in md and md.count("%") >= 2
+
+
+def test_device_check_runs_the_hvae_cifar_bench_at_the_largest_batch_that_fits(
+        tmp_path, monkeypatch):
+    from benchmarks import device_check
+
+    calls = []
+
+    def fake_run(name, cmd, timeout, log):
+        batch = int(cmd[cmd.index("--batches") + 1])
+        config = cmd[cmd.index("--configs") + 1]
+        calls.append((name, config, batch, "--no-peers" in cmd))
+        fits = config != "hvae_cifar32" or batch <= 64
+        log.write_text("ok" if fits else "RESOURCE_EXHAUSTED: Out of memory allocating")
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        row = {"config": config, "dtype": "bfloat16", "batch": batch, "steps_per_call": 1,
+               "mfu": 0.3, "flops_counted_by": "jaxpr"}
+        (out / "results.json").write_text(json.dumps({"results": [row] if fits else []}))
+        return {"part": name, "rc": 0 if fits else 1}
+
+    monkeypatch.setattr(device_check, "_run", fake_run)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    parts = []
+    device_check.hvae_parts(tmp_path, logs, parts, dry=False)
+    assert calls == [("bench-hvae32", "bench_hvae32", 32, False),
+                     ("bench-hvae-cifar32", "hvae_cifar32", 128, True),
+                     ("bench-hvae-cifar32", "hvae_cifar32", 64, True)]
+    assert [(p["part"], p["rc"], p["batch"]) for p in parts] == [
+        ("bench-hvae32", 0, 32), ("bench-hvae-cifar32", 0, 64)]
+    assert parts[1]["batches_tried"] == [128, 64]
+    assert (logs / "bench-hvae-cifar32-oom-128.log").is_file()
+    assert "batch 64 (tried 128, 64)" in device_check._markdown(
+        {"device_kind": "x", "backend": "gpu", "jax": "0", "date": "d", "dry": False,
+         "parts": [{**p, "wall_s": 1.0} for p in parts], "failed": []})
+    # another failure than memory stops the search
+    calls.clear()
+    monkeypatch.setattr(device_check, "out_of_memory", lambda text: False)
+    parts = []
+    device_check.hvae_parts(tmp_path, logs, parts, dry=True)
+    assert [c[2] for c in calls] == [2, 2] and parts[1]["batches_tried"] == [2]

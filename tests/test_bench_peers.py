@@ -1,6 +1,9 @@
 """The PyTorch conv-VAE peer of `genart bench` matches genart_jax's conv VAE layer for layer
 (parameter counts) and times a step; `run_peers` dispatches each config to its own peer and the
-report pairs each peer row with its own config."""
+report pairs each peer row with its own config; the hierarchical VAE's peer takes its config's
+model and step settings."""
+
+import math
 
 import jax
 import numpy as np
@@ -78,6 +81,64 @@ def test_peer_dispatch_by_family():
     assert bench.peer_for(load_config("bench_dcgan32"))[0] == "torch_dcgan"
     assert bench.peer_for(load_config("bench_convvae32"))[0] == "torch_vae"
     assert bench.peer_for(load_config("vae_digits")) is None  # the MLP VAE has no peer
+    assert bench.peer_for(load_config("bench_hvae32"))[0] == "hvae"
+    assert bench.peer_for(load_config("hvae_cifar32"))[0] == "hvae"
+
+
+# bench_hvae32 shrunk to a few blocks at 8 px: what the hvae tests time in a second
+TINY_HVAE = {"data.image_size": "8", "model.hvae.resolutions": "8,4,1",
+             "model.hvae.widths": "8,8,8", "model.hvae.enc_blocks": "1,1,1",
+             "model.hvae.dec_blocks": "1,1,1", "model.hvae.zdim": "2",
+             "model.hvae.num_mixtures": "2", "train.batch_size": "4"}
+
+
+def test_hvae_peer_kwargs_map_the_config_and_its_offs():
+    pytest.importorskip("torch")
+    from genart_jax.bench.peers import hvae as peer
+    from genart_jax.models import hvae
+
+    cfg = load_config("bench_hvae32")
+    name, kw = bench.peer_for(cfg)
+    assert name == "hvae" and peer.MIRRORS == ("vae", "hvae")
+    model = {k: kw[k] for k in ("image_size", "channels", *hvae.SETTINGS)}
+    assert hvae.count_params(**model) == 1_298_788  # the recipe's docstring
+    assert model == {k: getattr(hvae.build(cfg.model.hvae, cfg), k) for k in model}
+    assert kw["lr"] == 2e-4 and kw["betas"] == (0.9, 0.9) and kw["weight_decay"] == 0.01
+    assert (kw["warmup_iters"], kw["grad_clip"], kw["skip_threshold"], kw["ema_rate"]) == (
+        100, 200.0, 400.0, 0.9999)
+    off = bench.peer_for(apply_overrides(cfg, {"hvae.grad_clip": "0", "hvae.skip_threshold": "0",
+                                               "hvae.ema_rate": "0"}))[1]
+    assert (off["grad_clip"], off["skip_threshold"], off["ema_rate"]) == (float("inf"), -1, None)
+    # the peer has AdamW only
+    assert bench.peer_for(apply_overrides(cfg, {"hvae.optimizer": "adamax"})) is None
+
+
+def test_hvae_peer_steps_from_the_configs_kwargs():
+    torch = pytest.importorskip("torch")
+    from genart_jax.bench.peers import hvae as peer
+    from genart_jax.train.hvae import build_model
+
+    cfg = apply_overrides(load_config("bench_hvae32"), TINY_HVAE)
+    _, kw = bench.peer_for(cfg)
+    step = peer.make_step(batch=4, **kw)
+    loss, norm, skipped = step()
+    assert torch.isfinite(loss) and math.isfinite(norm)
+    shapes = jax.eval_shape(lambda: build_model(cfg).init(
+        jax.random.key(0), np.zeros((1, 8, 8, 3), np.uint8), key=jax.random.key(0)))
+    assert sum(p.numel() for p in step.model.parameters()) == sum(
+        int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+
+
+def test_hvae_peer_is_timed_eager_on_the_cpu_and_compiled_on_the_gpu_only(monkeypatch):
+    pytest.importorskip("torch")
+    from genart_jax.bench.peers import hvae as peer
+
+    assert peer.COMPILE_ON == ("cuda",)
+    cfg = apply_overrides(load_config("bench_hvae32"), TINY_HVAE)
+    monkeypatch.setattr(bench, "load_config", lambda name: cfg)
+    prepared = bench.prepare_peers("bench_hvae32", None, warmup=1)
+    assert [meta["peer"] for _, meta in prepared] == ["pytorch eager"]
+    assert prepared[0][1]["batch"] == 4 and prepared[0][1]["device"] == "cpu"
 
 
 def test_markdown_pairs_each_peer_with_its_own_config():
@@ -104,3 +165,6 @@ def test_markdown_pairs_each_peer_with_its_own_config():
     # 900 bfloat16 against 300, a peer that ran on the GPU
     assert "| pytorch eager (cuda) | bfloat16 | a | 128 | 300 | 3.00x |" in md
     assert "| pytorch eager (cpu, 2 threads) | float32 | b | 128 | 100 | 3.00x |" in md
+    assert "| 2.00x | - | - | - |" in md  # no MFU in a report from before peers had one
+    report["peers"][0].update(mfu=0.05, minor_faults_per_step=3.0, kernel_s_per_step=0.002)
+    assert "| 2.00x | 3 | 2 | 5.0% |" in bench.markdown(report)

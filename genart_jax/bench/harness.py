@@ -207,12 +207,14 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
     for name in configs:
         base = load_config(name)
         cases = []  # (Timed, meta, model flops per step, peak, XLA:CPU flops per step)
+        flops_at = {}  # (dtype, batch) -> the model's FLOPs per step, the peers' MFU too
         for dt in dtypes:
             xla = (step_flops(load_config(name, {"model.dtype": dt})) / base.train.batch_size
                    if xla_flops else None)
             for b in batches or [base.train.batch_size]:
                 flops = model_flops(load_config(name, {"model.dtype": dt,
                                                        "train.batch_size": str(b)}))
+                flops_at[dt, b] = flops
                 for n in device_counts:
                     for drv in drivers:
                         for k in ks:
@@ -233,9 +235,15 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
         for timed, meta in peer_cases:
             t = timed.summary()
             row = {**meta, **t, "images_per_sec": meta["batch"] / t["step_s_median"]}
+            # the peer's step does the model's work: MFU of the same FLOP count and peak
+            flops = flops_at.get((row["dtype"], row["batch"]))
+            if flops is not None and row["dtype"] in peaks:
+                row["flops_per_step"] = flops
+                row["mfu"] = flops / t["step_s_median"] / peaks[row["dtype"]]
             peer_rows.append(row)
+            mfu = f", MFU {row['mfu']:.1%}" if "mfu" in row else ""
             print(f"peer {row['peer']} {row['dtype']} {name} batch {row['batch']}: "
-                  f"{row['images_per_sec']:.0f} img/s")
+                  f"{row['images_per_sec']:.0f} img/s{mfu}")
     report = {"machine": info, "matmul_peak_flops": peaks, "results": results,
               "peers": peer_rows, "timing": {"steps": steps, "rounds": rounds,
                                              "warmup": warmup}}
@@ -247,15 +255,17 @@ def run(configs: list[str], device_counts: list[int], drivers: list[str], dtypes
 
 
 def peer_modules() -> dict[str, Any]:
-    """The PyTorch peers (`genart_jax/bench/peers/torch_*.py`) by module name; each names the
-    architecture it is written after (`MIRRORS`) and maps a config to its `make_step`'s
-    arguments (`peer_kwargs`)."""
+    """The PyTorch peers (the modules of `genart_jax/bench/peers/` that name the architecture
+    they are written after, `MIRRORS`: torch_dcgan, torch_vae, torch_r3gan, hvae) by module
+    name; each maps a config to its `make_step`'s arguments (`peer_kwargs`). A peer may list
+    the devices its torch.compile variant is timed on (`COMPILE_ON`; default every device)."""
     import pkgutil
 
     from genart_jax.bench import peers
 
-    return {m.name: importlib.import_module(f"{peers.__name__}.{m.name}")
-            for m in pkgutil.iter_modules(peers.__path__) if m.name.startswith("torch_")}
+    modules = {m.name: importlib.import_module(f"{peers.__name__}.{m.name}")
+               for m in pkgutil.iter_modules(peers.__path__) if m.name != "timing"}
+    return {name: m for name, m in modules.items() if hasattr(m, "MIRRORS")}
 
 
 def peer_for(cfg) -> tuple[str, dict] | None:
@@ -293,6 +303,10 @@ def prepare_peers(name: str, batches: list[int] | None, warmup: int,
     for dt, b, compile_model in itertools.product(dtypes, batches or [cfg.train.batch_size],
                                                   compiled):
         meta = {**peer_info(compile_model, dt, device), "config": name, "batch": b}
+        if compile_model and device not in getattr(module, "COMPILE_ON", (device,)):
+            print(f"peer {meta['peer']} {dt} {name}: not timed on {device} (the peer's "
+                  f"COMPILE_ON: {', '.join(module.COMPILE_ON)})")
+            continue
         try:
             step = module.make_step(batch=b, compile_model=compile_model, dtype=dt, device=device,
                                     **peer[1])
@@ -353,8 +367,8 @@ def markdown(report: dict) -> str:
         # Each peer row is paired with its own config's rows at the same batch on one device,
         # in the peer's dtype: the best of drivers and steps per call.
         lines += ["", "| peer | dtype | config | batch | img/s | ratio genart_jax best same "
-                  "dtype / peer | page faults/step | kernel ms/step |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "dtype / peer | page faults/step | kernel ms/step | MFU |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for p in report["peers"]:
             dtype = p.get("dtype", "float32")  # reports before bfloat16 peers: float32
             ours = max((r["images_per_sec"] for r in report["results"]
@@ -365,10 +379,12 @@ def markdown(report: dict) -> str:
                      else f"cpu, {p['threads']} threads")
             lines.append(f"| {p['peer']} ({where}) | {dtype} | {p['config']} | "
                          f"{p['batch']} | {p['images_per_sec']:.0f} | "
-                         f"{ours / p['images_per_sec']:.2f}x | {_usage_cells(p)} |")
+                         f"{ours / p['images_per_sec']:.2f}x | {_usage_cells(p)} | "
+                         f"{format(p['mfu'], '.1%') if p.get('mfu') is not None else '-'} |")
     peaks = ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in
                       report["matmul_peak_flops"].items())
-    lines += ["", f"MFU is against the matmul peak measured in the same run: {peaks}."]
+    lines += ["", f"MFU is against the matmul peak measured in the same run: {peaks}; a "
+              "peer's MFU is of the same model FLOPs per step as its config's rows."]
     if any(r.get("flops_counted_by") == "jaxpr" for r in report["results"]):
         lines.append("GFLOP/step is the model's: the step's dots and convolutions with XLA's "
                      "own forms, counted from its jaxpr (genart_jax.flops), the same on every "

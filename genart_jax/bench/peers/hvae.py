@@ -37,6 +37,33 @@ from typing import Any
 
 MIN_LOG_SCALE = -7.0  # genart_jax.dmol.MIN_LOG_SCALE
 
+MIRRORS = ("vae", "hvae")  # the (model.family, model.arch) this peer is written after
+# torch.compile is timed on the GPU only: on the CPU, inductor's C++ compile of the unrolled
+# blocks takes minutes, longer than a `genart bench` run of the whole recipe.
+COMPILE_ON = ("cuda",)
+
+
+def peer_kwargs(cfg) -> dict | None:
+    """`make_step`'s keyword arguments for an hvae config (`harness.peer_for`): the model's
+    `HVAE` attributes (`model.hvae.*` at `data.image_size` x `data.channels`) and the step's
+    (`hvae.*`); None for what the peer does not implement: an optimizer other than AdamW
+    (`hvae.optimizer="adamax"`) or class conditioning. The JAX config's 0 ("off") becomes the
+    peer's own off: no clipping (clip at infinity), skip_threshold -1, no EMA (JAX's EMA at
+    rate 0 is the parameters themselves)."""
+    from genart_jax.models.hvae import SETTINGS
+
+    h = cfg.hvae
+    if h.optimizer != "adamw" or cfg.model.num_classes:
+        return None
+    s = cfg.model.hvae
+    model = {k: tuple(s[k]) if isinstance(s[k], tuple | list) else s[k] for k in SETTINGS}
+    return {"image_size": cfg.data.image_size, "channels": cfg.data.channels, **model,
+            "lr": h.learning_rate, "betas": (h.b1, h.b2), "weight_decay": h.weight_decay,
+            "eps": h.eps, "warmup_iters": h.warmup_steps,
+            "grad_clip": h.grad_clip if h.grad_clip > 0 else math.inf,
+            "skip_threshold": h.skip_threshold if h.skip_threshold > 0 else -1,
+            "ema_rate": h.ema_rate or None}
+
 
 def num_dmol_params(channels: int, num_mixtures: int) -> int:
     """genart_jax.dmol.num_params: M * (1 + 2C + C(C-1)/2)."""
