@@ -123,6 +123,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.hvae.grad_clip = 200.0  # global gradient norm clipped to this (0: off)
     c.hvae.skip_threshold = 400.0  # updates with a gradient norm >= this are skipped (0: never)
     c.hvae.ema_rate = 0.9999  # EMA of the weights (sampling and eval use it; sample.use_ema)
+    c.hvae.ema_warmup = 10  # EMA rate at update t: min(ema_rate, (1+t)/(ema_warmup+t)); 0: off
     # sampling temperature: one value, or one per latent group (top group first)
     c.hvae.temperature = (1.0,)
     # pixels of samples and grids: "greedy" (the most probable mixture component's centre, as
@@ -334,7 +335,7 @@ def _check_values(cfg: ml_collections.ConfigDict) -> None:
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
     for key in ("hvae.learning_rate", "hvae.eps", "hvae.weight_decay", "hvae.grad_clip",
-                "hvae.skip_threshold", "hvae.warmup_steps"):
+                "hvae.skip_threshold", "hvae.warmup_steps", "hvae.ema_warmup"):
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {flat[key]}")
     for key in ("hvae.b1", "hvae.b2", "hvae.ema_rate"):

@@ -225,3 +225,15 @@ def test_bfloat16_model_keeps_float32_state_and_metrics(init):
     for leaf in jax.tree.leaves((state.params, state.ema_params, state.opt_state)):
         assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
     assert all(v.dtype == jnp.float32 and v.shape == () for v in metrics.values())
+
+
+def test_ema_warmup_ramps_the_rate_from_the_first_update(init):
+    """With ema_warmup=10, iteration 0 uses rate min(0.9, 1/10) = 0.1, iteration 90 uses
+    min(0.9, 91/100) = 0.9."""
+    config = hs.HVAEStepConfig(skip_threshold=0.0, ema_rate=0.9, ema_warmup=10)
+    assert float(hs.ema_rate(config, jnp.int32(0))) == pytest.approx(0.1)
+    assert float(hs.ema_rate(config, jnp.int32(90))) == pytest.approx(0.9)
+    assert hs.ema_rate(hs.HVAEStepConfig(ema_rate=0.9), jnp.int32(0)) == 0.9  # off: VDVAE's
+    state, _ = run(make("shard_map", 1, TX, config), init, batches(1))
+    want = jax.tree.map(lambda e, p: 0.1 * e + 0.9 * p, init.ema_params, state.params)
+    assert_trees_close(state.ema_params, want, atol=1e-7)

@@ -63,7 +63,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict):
 def step_config(cfg: ml_collections.ConfigDict) -> HVAEStepConfig:
     h = cfg.hvae
     return HVAEStepConfig(grad_clip=h.grad_clip, skip_threshold=h.skip_threshold,
-                          ema_rate=h.ema_rate, axis_name=DATA)
+                          ema_rate=h.ema_rate, ema_warmup=h.ema_warmup, axis_name=DATA)
 
 
 def _init_fn(cfg: ml_collections.ConfigDict):
