@@ -18,7 +18,7 @@ from PIL import Image
 
 from genart_jax import checkpoint
 from genart_jax.cli import main
-from genart_jax.config import ConfigError, load_config
+from genart_jax.config import ConfigError, apply_overrides, load_config
 from genart_jax.models.hvae import count_params, param_count
 from genart_jax.train import hvae as hvae_hooks
 from tests.test_preemption import watch
@@ -206,3 +206,25 @@ def test_temperatures_one_or_one_per_group():
     np.testing.assert_allclose(hvae_hooks.temperatures(model, per), per)
     with pytest.raises(ValueError, match="one per latent group"):
         hvae_hooks.temperatures(model, (1.0, 0.5))
+
+
+def test_sample_i_depends_only_on_seed_and_i(monkeypatch):
+    """A grid is the start of a larger draw, whatever the chunking, in either pixel rule;
+    another seed draws other images."""
+    cfg = load_config("hvae_digits", {k: str(v) for k, v in TINY.items()})
+    model = hvae_hooks.build_model(cfg)
+    params = model.init(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 1), np.uint8),
+                        key=jax.random.PRNGKey(1))["params"]
+    params = jax.tree.map(lambda p: p + 0.05 * np.sin(np.arange(p.size)).reshape(p.shape),
+                          params)  # no zero convs: the prior is not N(0, I) everywhere
+    num = 20
+    for pixels in ("greedy", "sample"):
+        c = apply_overrides(cfg, {"hvae.pixels": pixels})
+        many = hvae_hooks.prior_images(c, params, num=num, seed=3)
+        np.testing.assert_array_equal(hvae_hooks.prior_images(c, params, num=5, seed=3),
+                                      many[:5])
+        with monkeypatch.context() as m:
+            m.setattr(hvae_hooks, "CHUNK", 7)  # chunks of 7, 7, 6
+            np.testing.assert_array_equal(hvae_hooks.prior_images(c, params, num=num, seed=3),
+                                          many)
+        assert not np.array_equal(hvae_hooks.prior_images(c, params, num=5, seed=4), many[:5])

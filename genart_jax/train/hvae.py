@@ -103,14 +103,15 @@ def temperatures(model: hvae.HVAE, values) -> np.ndarray:
     return t
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _sample(model, n, greedy, params, key, temps, top):
-    """uint8 (n, S, S, C) from the prior; `top` replaces the top group's latents (or None)."""
-    z_key, px_key = jax.random.split(key)
-    out = model.apply({"params": params}, n, key=jax.random.split(z_key, n),
-                      temperature=temps, latents=() if top is None else (top,),
-                      method=model.sample)
-    return dmol.sample(px_key, out, model.channels, greedy=greedy)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sample(model, greedy, params, keys, temps, top):
+    """uint8 (n, S, S, C) from the prior, image i from keys[i] alone (its latents and its
+    pixels); `top` replaces the top group's latents (or None)."""
+    z_keys, px_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    out = model.apply({"params": params}, keys.shape[0], key=z_keys, temperature=temps,
+                      latents=() if top is None else (top,), method=model.sample)
+    one = lambda k, p: dmol.sample(k, p[None], model.channels, greedy=greedy)[0]
+    return jax.vmap(one)(px_keys, out)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -122,20 +123,21 @@ def _reconstruct(model, groups, greedy, params, x, key, temps):
 def prior_images(cfg: ml_collections.ConfigDict, params: PyTree, *, num: int, seed: int,
                  temperature=None, top_latents: np.ndarray | None = None,
                  progress: bool = False) -> np.ndarray:
-    """`num` samples in [-1, 1] (N, S, S, C), pixels as `hvae.pixels`, drawn in chunks of
-    CHUNK: image i's latents from fold_in(PRNGKey(seed), i // CHUNK) (so a grid is the start of
-    a larger draw of the same seed at the same chunking). `top_latents` (num, r, r, zdim)
-    fixes the top group."""
+    """`num` samples in [-1, 1] (N, S, S, C), pixels as `hvae.pixels`, in chunks of CHUNK:
+    image i from fold_in(PRNGKey(seed), i) alone, so sample i depends only on (seed, i) (a
+    grid of 16 is the start of a draw of 10,000). `top_latents` (num, r, r, zdim) fixes the
+    top group."""
     model = build_model(cfg)
     temps = jnp.asarray(temperatures(model, cfg.hvae.temperature if temperature is None
                                      else temperature))
     key, out = jax.random.PRNGKey(seed), []
-    for i, start in enumerate(tqdm(range(0, num, CHUNK), disable=not progress,
-                                   desc="sampling", unit="chunk")):
+    for start in tqdm(range(0, num, CHUNK), disable=not progress, desc="sampling",
+                      unit="chunk"):
         n = min(CHUNK, num - start)
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(start, start + n))
         top = None if top_latents is None else jnp.asarray(top_latents[start:start + n])
-        out.append(np.asarray(_sample(model, n, cfg.hvae.pixels == "greedy", params,
-                                      jax.random.fold_in(key, i), temps, top)))
+        out.append(np.asarray(_sample(model, cfg.hvae.pixels == "greedy", params, keys, temps,
+                                      top)))
     return to_model_range_np(np.concatenate(out))
 
 
