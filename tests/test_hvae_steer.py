@@ -34,7 +34,7 @@ def test_top_group_latents_are_the_prior_in_standard_form_and_batch_free(hv):
     lat = gen.latents
     assert gen.latent_dim == lat.latent_dim == 3 and lat.shape == (1, 1, 3)
     assert not lat.distillable and not lat.conditional
-    np.testing.assert_allclose(gen.temperature, 0.8)  # hvae_digits' hvae.temperature
+    np.testing.assert_allclose(gen.temperature, 1.0)  # hvae_digits' hvae.temperature
     # u = 0 is the top prior's mean: what model.sample draws at temperature 0 in the top group.
     model = lat.model
     temps = jnp.asarray([0.0] + [1.0] * (model.num_groups - 1))
@@ -53,7 +53,7 @@ def test_top_group_latents_are_the_prior_in_standard_form_and_batch_free(hv):
     assert np.abs(a[0] - a[1]).max() > 0  # the top latents matter
     cold = gen.latents(u, temperature=0.0)
     assert np.abs(cold - a).max() > 0
-    np.testing.assert_array_equal(gen.latents(u, temperature=0.8), a)
+    np.testing.assert_array_equal(gen.latents(u, temperature=1.0), a)
     with pytest.raises(ValueError, match="unconditional"):
         gen.latents(u, np.zeros(6, np.int32))
     with pytest.raises(ValueError, match=r"\(N > 0, 3\)"):
@@ -117,7 +117,7 @@ def test_studio_on_an_hvae_has_a_temperature_and_no_finetune(hv, tmp_path):
     try:
         client = Client(server)
         status, st = client.call("/api/state")
-        assert status == 200 and st["temperature"] == pytest.approx(0.8)
+        assert status == 200 and st["temperature"] == pytest.approx(1.0)
         assert st["finetune"] is False and st["latent_dim"] == 3
         shown = client.call("/api/round", {})[1]
         z = fb.FeedbackSession(work).pending()

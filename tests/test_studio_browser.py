@@ -114,10 +114,10 @@ def test_an_hvae_has_a_temperature_slider_and_no_finetune(tmp_path_factory, brow
         open_studio(browser, server.url)
         assert browser.find_element(By.ID, "temperature-box").is_displayed()
         assert not browser.find_element(By.ID, "ft-box").is_displayed()
-        assert browser.find_element(By.ID, "temperature-value").text == "0.80"
+        assert browser.find_element(By.ID, "temperature-value").text == "1.00"
         before = sources(browser)
         assert len(before) == 8
-        browser.find_element(By.ID, "temperature").send_keys(Keys.HOME)  # 0.8 -> 0
+        browser.find_element(By.ID, "temperature").send_keys(Keys.HOME)  # 1.0 -> 0
         WebDriverWait(browser, 60).until(lambda d: sources(d) != before)
         assert browser.find_element(By.ID, "temperature-value").text == "0.00"
         browser.find_element(By.CSS_SELECTOR, "#gallery .tile").click()  # like sample 0
