@@ -398,7 +398,6 @@ def _eval(args) -> int:
     import json
 
     from genart_jax import quality
-    from genart_jax.config import apply_overrides
     from genart_jax.data import read_split
     from genart_jax.data.pipeline import split_length
     from genart_jax.train.families import family_of
@@ -427,21 +426,17 @@ def _eval(args) -> int:
         print(json.dumps(result))
         return 0
     cfg, state, step = _restore(args)
-    if args.temperature is not None:  # the hvae's prior temperature for sample-quality metrics
-        if cfg.model.arch != "hvae":
-            raise _UsageError("--temperature applies to an hvae workdir")
-        cfg = apply_overrides(cfg, {"hvae.temperature": repr(_temperatures(args.temperature))})
     plan = family_of(cfg).plan_eval(cfg, state, EvalRequest(
         split=args.split, samples=args.samples, limit=args.limit, subset_seed=args.subset_seed,
-        use_ema=not args.no_ema, metrics=which))
+        use_ema=not args.no_ema, metrics=which, temperature=_temperatures(args.temperature)))
     result = {"step": step, **plan.fields}
     if plan.summary is not None:
         print(f"step {step}, {plan.summary}")
     if plan.metrics:
         result.update(seed=args.seed, **_quality(
             args, cfg.data, plan.split, plan.metrics,
-            lambda num: quality.model_samples(cfg, state, num=num, seed=args.seed,
-                                              use_ema=not args.no_ema)))
+            lambda num: quality.model_samples(plan.config or cfg, state, num=num,
+                                              seed=args.seed, use_ema=not args.no_ema)))
         _print_quality(result, f"step {step} {plan.samples_of}")
     out = Path(args.workdir) / "eval.json"
     quality.check_comparable(out, result)

@@ -142,6 +142,8 @@ def plan_eval(cfg: ml_collections.ConfigDict, state: GANState, request: EvalRequ
     """A GAN's `genart eval`: its samples against the held-out split (default 'test') in every
     metric unless fewer are asked for."""
     del cfg, state
+    if request.temperature is not None:
+        raise RequestError("--temperature applies to an hvae workdir")
     if request.samples is not None:
         raise RequestError("--samples is the K of a VAE's IWAE bound; use --num for the number "
                            "of generated images")

@@ -22,9 +22,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genart_jax import dmol, sampling
-from genart_jax.data import read_split
+from genart_jax.config import apply_overrides
 from genart_jax.data.convert import to_model_range_np
-from genart_jax.data.pipeline import split_length
+from genart_jax.data.pipeline import read_split, read_split_pixels, split_length
 from genart_jax.models import hvae
 from genart_jax.models.registry import architecture_of
 from genart_jax.parallel import DATA, check_batch_divisible, make_driver, unroll_fused_steps
@@ -104,12 +104,12 @@ def temperatures(model: hvae.HVAE, values) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _sample(model, greedy, params, keys, temps, top):
+def _sample(model, greedy, params, keys, temps):
     """uint8 (n, S, S, C) from the prior, image i from keys[i] alone (its latents and its
-    pixels); `top` replaces the top group's latents (or None)."""
+    pixels)."""
     z_keys, px_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
     out = model.apply({"params": params}, keys.shape[0], key=z_keys, temperature=temps,
-                      latents=() if top is None else (top,), method=model.sample)
+                      method=model.sample)
     one = lambda k, p: dmol.sample(k, p[None], model.channels, greedy=greedy)[0]
     return jax.vmap(one)(px_keys, out)
 
@@ -121,23 +121,19 @@ def _reconstruct(model, groups, greedy, params, x, key, temps):
 
 
 def prior_images(cfg: ml_collections.ConfigDict, params: PyTree, *, num: int, seed: int,
-                 temperature=None, top_latents: np.ndarray | None = None,
-                 progress: bool = False) -> np.ndarray:
+                 temperature=None) -> np.ndarray:
     """`num` samples in [-1, 1] (N, S, S, C), pixels as `hvae.pixels`, in chunks of CHUNK:
     image i from fold_in(PRNGKey(seed), i) alone, so sample i depends only on (seed, i) (a
-    grid of 16 is the start of a draw of 10,000). `top_latents` (num, r, r, zdim) fixes the
-    top group."""
+    grid of 16 is the start of a draw of 10,000)."""
     model = build_model(cfg)
     temps = jnp.asarray(temperatures(model, cfg.hvae.temperature if temperature is None
                                      else temperature))
     key, out = jax.random.PRNGKey(seed), []
-    for start in tqdm(range(0, num, CHUNK), disable=not progress, desc="sampling",
-                      unit="chunk"):
+    for start in range(0, num, CHUNK):
         n = min(CHUNK, num - start)
         keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(start, start + n))
-        top = None if top_latents is None else jnp.asarray(top_latents[start:start + n])
-        out.append(np.asarray(_sample(model, cfg.hvae.pixels == "greedy", params, keys, temps,
-                                      top)))
+        out.append(np.asarray(_sample(model, cfg.hvae.pixels == "greedy", params, keys,
+                                      temps)))
     return to_model_range_np(np.concatenate(out))
 
 
@@ -198,7 +194,7 @@ def generate(cfg: ml_collections.ConfigDict, params: PyTree, batch_stats: PyTree
              seed: int) -> np.ndarray:
     """`num` prior samples at `hvae.temperature`, in [-1, 1] (for sample-quality metrics)."""
     del batch_stats
-    return prior_images(cfg, params, num=num, seed=seed, progress=num > 4 * CHUNK)
+    return prior_images(cfg, params, num=num, seed=seed)
 
 
 def sample(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree,
@@ -220,19 +216,12 @@ def sample(cfg: ml_collections.ConfigDict, params: PyTree, stats: PyTree,
              else "per group " + ",".join(f"{t:g}" for t in temps))
     if request.interpolate or request.direction or request.truncation is not None:
         return _steered_sample(cfg, params, request, temps, shown, out)
-    real = to_model_range_np(read_split_uint8(cfg, cfg.hvae.eval_split, 8))
+    real = read_split(cfg.data, cfg.hvae.eval_split, 8)[0]
     paths = write_grids(cfg, params, out, real, num=request.num, seed=request.seed,
                         temperature=temps)
     return Written(request.num, f"{request.weights} HVAE prior, temperature {shown}", paths,
                    f"; reconstructions of {cfg.hvae.eval_split} images from the top latent "
                    f"groups to {', '.join(map(str, paths[1:]))}")
-
-
-def read_split_uint8(cfg: ml_collections.ConfigDict, split: str, limit: int | None,
-                     seed: int = 0) -> np.ndarray:
-    """Images of a split as uint8 pixel values (the model's input), a seeded draw of `limit`."""
-    images, _ = read_split(cfg.data, split, limit, seed=seed)
-    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +266,11 @@ def plan_eval(cfg: ml_collections.ConfigDict, state: HVAEState, request: EvalReq
               ) -> EvalPlan:
     """An HVAE's `genart eval`: bits/dim of the held-out split (default hvae.eval_split) with
     the EMA weights (or raw), each image's ELBO averaged over --samples draws (default 1), and
-    sample quality only where asked for."""
+    sample quality only where asked for, at the request's temperature (default
+    hvae.temperature)."""
+    if request.temperature is not None:
+        temperatures(build_model(cfg), request.temperature)  # one, or one per group
+        cfg = apply_overrides(cfg, {"hvae.temperature": repr(tuple(request.temperature))})
     split = request.split or cfg.hvae.eval_split
     samples = request.samples or 1
     if samples <= 0:
@@ -285,7 +278,7 @@ def plan_eval(cfg: ml_collections.ConfigDict, state: HVAEState, request: EvalReq
     if request.limit is not None and request.limit <= 0:
         raise RequestError(f"--limit must be positive, got {request.limit}")
     params = variables(cfg, state, request.use_ema)[0]
-    images = read_split_uint8(cfg, split, request.limit, request.subset_seed)
+    images, _ = read_split_pixels(cfg.data, split, request.limit, request.subset_seed)
     total = split_length(cfg.data, split)
     r = dict(split=split, ema=request.use_ema, split_images=total,
              subset_seed=request.subset_seed, temperature=list(cfg.hvae.temperature),
@@ -297,7 +290,8 @@ def plan_eval(cfg: ml_collections.ConfigDict, state: HVAEState, request: EvalReq
                f"(distortion {r['distortion_bits_per_dim']:.4f} + rate "
                f"{r['rate_bits_per_dim']:.4f})")
     weights = "EMA" if request.use_ema else "raw"
-    return EvalPlan(r, summary, f"{weights} HVAE prior samples", split, request.metrics or ())
+    return EvalPlan(r, summary, f"{weights} HVAE prior samples", split, request.metrics or (),
+                    config=cfg)
 
 
 # ---------------------------------------------------------------------------------------------

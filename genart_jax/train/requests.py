@@ -45,25 +45,29 @@ class Written:
 class EvalRequest:
     """`genart eval` of a workdir: the held-out `split` (None: the family's default), `samples`
     (a VAE's K of its IWAE bound), `limit` real images drawn with `subset_seed`, the EMA or raw
-    weights, the sample-quality metrics asked for (None: the family's default)."""
+    weights, the sample-quality metrics asked for (None: the family's default), an HVAE's
+    prior `temperature` for them (None: the config's)."""
     split: str | None = None
     samples: int | None = None
     limit: int | None = None
     subset_seed: int = 0
     use_ema: bool = True
     metrics: tuple[str, ...] | None = None
+    temperature: tuple[float, ...] | None = None  # HVAE: of the scored samples (None: config's)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalPlan:
     """A family's answer to an EvalRequest: its own results (`fields`, in the order they are
     recorded), a line that says them (`summary`, or None), what its samples are (`samples_of`),
-    and the split and metrics to score its samples with (none: `metrics` empty)."""
+    and the split and metrics to score its samples with (none: `metrics` empty), and the
+    config to draw them with where it is not the run's (`config`)."""
     fields: dict[str, Any]
     summary: str | None
     samples_of: str
     split: str
     metrics: tuple[str, ...]
+    config: Any = None  # the config its samples are drawn with (None: the run's own)
 
 
 def drawn(num: int, total: int, seed: int) -> str:

@@ -214,6 +214,8 @@ def plan_eval(cfg: ml_collections.ConfigDict, state: VAEState, request: EvalRequ
               ) -> EvalPlan:
     """A VAE's `genart eval`: its likelihood bounds on the held-out split (default
     vae.eval_split) with K = vae.eval_samples, and sample quality only where asked for."""
+    if request.temperature is not None:
+        raise RequestError("--temperature applies to an hvae workdir")
     split = request.split or cfg.vae.eval_split
     k = request.samples or cfg.vae.eval_samples
     if k <= 0:
