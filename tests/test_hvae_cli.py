@@ -4,25 +4,22 @@ counters), sample (EMA or raw, one temperature or one per group, GAN options ref
 and sample --from-export, eval (bits/dim of the test split, and FID/KID/PR with --metrics);
 and the recipes' parameter counts and config errors, without training."""
 
+import functools
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 from genart_jax import checkpoint
 from genart_jax.cli import main
 from genart_jax.config import ConfigError, apply_overrides, load_config
 from genart_jax.models.hvae import count_params, param_count
 from genart_jax.train import hvae as hvae_hooks
-from tests.test_preemption import watch
-from tests.test_r3gan_cli import finish, restore
+from tests.test_r3gan_cli import finish, restore, start
+from tests.test_r3gan_cli import tiles as grid_tiles
 
 # 16 px greyscale digits, two resolutions below the image, three latent groups.
 TINY = {"data.image_size": 16, "model.hvae.resolutions": (16, 4, 1),
@@ -35,6 +32,7 @@ FLAGS = ["--config", "hvae_digits", *(f"--config.{k}={v}" for k, v in TINY.items
          "--config.checkpoint.every_steps=4", "--config.checkpoint.keep=10",
          "--config.data.prefetch=0", "--config.train.batch_size=8"]
 STEPS = 12
+tiles = functools.partial(grid_tiles, size=16)  # the tiles of a grid of 16 px images
 
 # The shipped recipes and their parameter counts (hvae_cifar32: VDVAE's CIFAR-10 network, the
 # reference PyTorch module's count).
@@ -44,12 +42,7 @@ RECIPE_PARAMS = {"hvae_digits": 86_959, "hvae_folder32": 543_644,
 
 def _start(workdir, steps):
     """`genart train` of the tiny HVAE on 2 devices in a fresh process."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    proc = subprocess.Popen([sys.executable, "-m", "genart_jax.cli", "train", "--no-progress",
-                             *FLAGS, "--steps", str(steps), "--workdir", str(workdir)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return watch(proc)
+    return start(workdir, steps, 2, flags=FLAGS)
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +89,6 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run(runs):
     assert "Training hvae VAE" in outputs["ref"][0]
 
 
-def _tiles(png, ncols, num, size=16, pad=2):
-    grid = np.asarray(Image.open(png))
-    scale = grid.shape[1] // (ncols * (size + pad) + pad)
-    grid = grid[::scale, ::scale]
-    return [grid[pad + r * (size + pad):][:size, pad + q * (size + pad):][:, :size]
-            for r, q in (divmod(i, ncols) for i in range(num))]
-
-
 @pytest.mark.slow
 def test_sample_temperature_export_and_refused_options(runs, tmp_path, capsys):
     root, _ = runs
@@ -115,15 +100,15 @@ def test_sample_temperature_export_and_refused_options(runs, tmp_path, capsys):
             capsys.readouterr().err
         return tmp_path / name
 
-    ema = _tiles(sample("ema.png", "--num", "4"), 2, 4)
+    ema = tiles(sample("ema.png", "--num", "4"), 2, 4)
     assert (tmp_path / "ema_reconstructions.png").is_file()
     out = capsys.readouterr().out
     assert "EMA HVAE prior, temperature 1" in out and "reconstructions" in out
-    raw = _tiles(sample("raw.png", "--num", "4", "--no-ema"), 2, 4)
+    raw = tiles(sample("raw.png", "--num", "4", "--no-ema"), 2, 4)
     assert not all(np.array_equal(a, b) for a, b in zip(ema, raw, strict=True))
-    cold = _tiles(sample("cold.png", "--num", "4", "--temperature", "0.1"), 2, 4)
+    cold = tiles(sample("cold.png", "--num", "4", "--temperature", "0.1"), 2, 4)
     assert not all(np.array_equal(a, b) for a, b in zip(ema, cold, strict=True))
-    again = _tiles(sample("per_group.png", "--num", "4", "--temperature", "1,1,1"), 2, 4)
+    again = tiles(sample("per_group.png", "--num", "4", "--temperature", "1,1,1"), 2, 4)
     for a, b in zip(again, ema, strict=True):  # three equal values = the one value
         np.testing.assert_array_equal(a, b)
     assert "temperature 1" in capsys.readouterr().out
@@ -133,11 +118,11 @@ def test_sample_temperature_export_and_refused_options(runs, tmp_path, capsys):
     sample("x.png", "--temperature", "hot", code=2)
     # GAN options steer the top group (TopGroupLatents): truncation 0 is its prior mean, and
     # the lower groups are one fixed draw, so every image is the same.
-    flat = _tiles(sample("flat.png", "--num", "4", "--truncation", "0"), 2, 4)
+    flat = tiles(sample("flat.png", "--num", "4", "--truncation", "0"), 2, 4)
     assert all(np.array_equal(t, flat[0]) for t in flat)
     direction = tmp_path / "d.npy"
     np.save(direction, np.full(2, 3.0, np.float32))  # the top group: 1 x 1 x zdim 2
-    pushed = _tiles(sample("pushed.png", "--num", "4", "--truncation", "0", "--direction",
+    pushed = tiles(sample("pushed.png", "--num", "4", "--truncation", "0", "--direction",
                            str(direction)), 2, 4)
     assert not np.array_equal(pushed[0], flat[0])
     assert "top group steered" in capsys.readouterr().out
@@ -148,7 +133,7 @@ def test_sample_temperature_export_and_refused_options(runs, tmp_path, capsys):
 
     export = tmp_path / "g.msgpack"
     assert main(["export", "--workdir", str(work), "--out", str(export)]) == 0
-    exported = _tiles(sample("exported.png", "--num", "4", "--from-export", str(export),
+    exported = tiles(sample("exported.png", "--num", "4", "--from-export", str(export),
                              workdir=None), 2, 4)
     for a, b in zip(exported, ema, strict=True):
         np.testing.assert_array_equal(a, b)

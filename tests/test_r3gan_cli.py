@@ -35,13 +35,14 @@ FLAGS = ["--config", "r3gan_digits", *(f"--config.{k}={v}" for k, v in TINY.item
 STEPS = 16
 
 
-def start(workdir, steps, devices, extra_env=None):
-    """`genart train` of the tiny R3GAN in a fresh process; stdout collected in `proc.lines`."""
+def start(workdir, steps, devices, extra_env=None, flags=FLAGS):
+    """`genart train` of `flags` (the tiny R3GAN) in a fresh process; stdout collected in
+    `proc.lines`."""
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                **(extra_env or {}))
     proc = subprocess.Popen([sys.executable, "-m", "genart_jax.cli", "train", "--no-progress",
-                             *FLAGS, "--steps", str(steps), "--workdir", str(workdir)],
+                             *flags, "--steps", str(steps), "--workdir", str(workdir)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return watch(proc)
 
